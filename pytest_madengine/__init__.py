@@ -1,0 +1,10 @@
+"""pytest-madengine: madengine's models.json as pytest items that build, run in Docker and report."""
+
+from __future__ import annotations
+
+from .lease import Lease
+from .models import ModelSpec, load_models
+from .results import Result, parse_performance
+
+__all__ = ["Lease", "ModelSpec", "Result", "load_models", "parse_performance"]
+__version__ = "0.1.0"

@@ -1,0 +1,173 @@
+"""Run one model script in its own container and always remove the container.
+
+The workspace is copied in with put_archive rather than bind-mounted, so nothing the
+script writes reaches the user's models tree, and a remote DOCKER_HOST works too.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from .models import ModelSpec
+
+WORKSPACE = PurePosixPath("/myworkspace")
+RUN_DIR = WORKSPACE / "run_directory"
+RUN_LABEL = "pytest-madengine.run"
+KILL_GRACE_S = 2.0
+
+
+class ContainerStartError(Exception):
+    """Docker refused to create or start the container (missing image, bad device...)."""
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int | None  # None when the container was killed at the deadline
+    log: str
+    timed_out: bool
+    duration: float
+    container_id: str
+    files: Mapping[str, bytes] = field(default_factory=dict)  # fetched from the run directory
+
+
+def script_command(spec: ModelSpec, args: str | None = None) -> list[str]:
+    """madengine's `bash|python3 <script> <args>`, split like a shell would but run without one."""
+    script = spec.script_path
+    argv = shlex.split(spec.args if args is None else args)
+    if script.is_dir():
+        return ["bash", "run.sh", *argv]
+    interpreter = "python3" if script.suffix == ".py" else "bash"
+    return [interpreter, script.name, *argv]
+
+
+def _add_tree(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
+    """Add a directory following symlinks, as madengine's `cp -vLR` does."""
+    tar.add(str(source), arcname=arcname, recursive=False)
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        info = tar.gettarinfo(str(path), arcname=f"{arcname}/{rel.as_posix()}")
+        if path.is_dir():
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+        elif path.is_file():
+            data = path.read_bytes()
+            info.type = tarfile.REGTYPE
+            info.size = len(data)
+            info.linkname = ""
+            tar.addfile(info, io.BytesIO(data))
+
+
+def workspace_archive(spec: ModelSpec) -> bytes:
+    """/myworkspace/scripts (the zoo's shared scripts) and /myworkspace/run_directory (the model's own)."""
+    buffer = io.BytesIO()
+    script = spec.script_path
+    script_dir = script if script.is_dir() else script.parent
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        workspace = tarfile.TarInfo(WORKSPACE.as_posix().lstrip("/"))
+        workspace.type = tarfile.DIRTYPE
+        workspace.mode = 0o777
+        tar.addfile(workspace)
+        scripts_root = spec.root / "scripts"
+        if scripts_root.is_dir():
+            _add_tree(tar, scripts_root, "myworkspace/scripts")
+        _add_tree(tar, script_dir, RUN_DIR.as_posix().lstrip("/"))
+    return buffer.getvalue()
+
+
+def _fetch_file(container: Any, path: PurePosixPath) -> bytes | None:
+    try:
+        stream, _ = container.get_archive(path.as_posix())
+    except docker.errors.NotFound:
+        return None
+    raw = b"".join(stream)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                handle = tar.extractfile(member)
+                return handle.read() if handle else None
+    return None
+
+
+def run_container(
+    client: docker.DockerClient,
+    options: Mapping[str, Any],
+    archive: bytes,
+    timeout: float,
+    fetch: tuple[str, ...] = (),
+) -> RunOutcome:
+    """Create, copy the workspace in, start, wait up to `timeout` (0: no limit), collect, remove.
+
+    `options` are keyword arguments for `containers.create`; they must carry the run label.
+    """
+    labels = options.get("labels") or {}
+    if RUN_LABEL not in labels:
+        raise ValueError(f"container options must carry the {RUN_LABEL} label")
+    try:
+        container = client.containers.create(**options)
+    except docker.errors.ImageNotFound as exc:
+        raise ContainerStartError(f"image not found: {exc.explanation or exc}") from None
+    except docker.errors.APIError as exc:
+        raise ContainerStartError(str(exc.explanation or exc)) from None
+    started = time.monotonic()
+    timed_out = False
+    exit_code: int | None = None
+    try:
+        container.put_archive("/", archive)
+        try:
+            container.start()
+        except docker.errors.APIError as exc:
+            raise ContainerStartError(str(exc.explanation or exc)) from None
+        started = time.monotonic()
+        try:
+            status = container.wait(timeout=timeout if timeout > 0 else None)
+            exit_code = int(status.get("StatusCode", -1))
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+            timed_out = True
+            _kill(container)
+        duration = time.monotonic() - started
+        log = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
+        files = {}
+        for name in fetch:
+            data = _fetch_file(container, RUN_DIR / name)
+            if data is not None:
+                files[name] = data
+        return RunOutcome(
+            exit_code=exit_code,
+            log=log,
+            timed_out=timed_out,
+            duration=duration,
+            container_id=container.id or "",
+            files=files,
+        )
+    finally:
+        remove_container(container)
+
+
+def _kill(container: Any) -> None:
+    try:
+        container.kill()
+        container.wait(timeout=KILL_GRACE_S)
+    except (docker.errors.APIError, requests.exceptions.RequestException):
+        pass
+
+
+def remove_container(container: Any) -> None:
+    """Force-remove; a container already gone is fine."""
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise

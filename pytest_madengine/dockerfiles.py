@@ -1,0 +1,92 @@
+"""Resolve a models.json `dockerfile` prefix to the Dockerfiles a given arch should use."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .models import ModelsFileError, ModelSpec
+
+HEADER_LINES = 5
+_HEADER = "# CONTEXT "
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    """One candidate Dockerfile with its parsed `# CONTEXT` header."""
+
+    path: Path
+    variant: str  # the file name after the prefix, e.g. "ubuntu.amd"
+    context: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def base_name(self) -> str:
+        """`dummy.ubuntu.amd` for `docker/dummy.ubuntu.amd.Dockerfile`."""
+        name = self.path.name
+        return name[: -len(".Dockerfile")] if name.endswith(".Dockerfile") else name
+
+    def matches(self, ctx: Mapping[str, str]) -> bool:
+        """madengine's rule: every header key present in ctx must agree (case-insensitive here)."""
+        for key, value in self.context.items():
+            if key in ctx and str(value).upper() != str(ctx[key]).upper():
+                return False
+        return True
+
+    def default_base_docker(self) -> str:
+        """The `ARG BASE_DOCKER=` default, which perf.csv reports when no build arg overrides it."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        match = re.search(r"^\s*ARG\s+BASE_DOCKER=(\S+)", text, flags=re.MULTILINE)
+        return match.group(1).strip("\"'") if match else ""
+
+
+def read_context_header(path: Path) -> dict[str, object]:
+    """Parse the `# CONTEXT {...}` dict literal from the first five lines, or {} if absent."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = [handle.readline() for _ in range(HEADER_LINES)]
+    except OSError as exc:
+        raise ModelsFileError(f"{path}: cannot read Dockerfile: {exc}") from None
+    for line in head:
+        if _HEADER in line:
+            literal = line.split(_HEADER, 1)[1].strip()
+            try:
+                value = ast.literal_eval(literal)
+            except (ValueError, SyntaxError) as exc:
+                raise ModelsFileError(f"{path}: '# CONTEXT' header is not a Python dict literal: {exc}") from None
+            if not isinstance(value, dict):
+                raise ModelsFileError(f"{path}: '# CONTEXT' header must be a dict, got {type(value).__name__}")
+            return {str(k): v for k, v in value.items()}
+    return {}
+
+
+def candidates(spec: ModelSpec) -> list[Dockerfile]:
+    """Every `<prefix>.*` file, as madengine's `ls <dockerfile>.*`; an empty match is an error."""
+    prefix = spec.root / spec.dockerfile
+    directory, stem = prefix.parent, prefix.name
+    found = sorted(p for p in directory.glob(f"{stem}.*") if p.is_file()) if directory.is_dir() else []
+    if not found:
+        raise ModelsFileError(
+            f"{spec.source}: model '{spec.name}': field 'dockerfile' prefix '{spec.dockerfile}' "
+            f"matches no file ({prefix}.*)"
+        )
+    result = []
+    for path in found:
+        variant = path.name[len(stem) + 1 :]
+        if variant.endswith(".Dockerfile"):
+            variant = variant[: -len(".Dockerfile")]
+        try:
+            header = read_context_header(path)
+        except ModelsFileError as exc:
+            raise ModelsFileError(f"model '{spec.name}': field 'dockerfile': {exc}") from None
+        result.append(Dockerfile(path=path, variant=variant or path.name, context=header))
+    return result
+
+
+def select(found: list[Dockerfile], ctx: Mapping[str, str]) -> list[Dockerfile]:
+    return [d for d in found if d.matches(ctx)]

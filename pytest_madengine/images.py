@@ -1,0 +1,262 @@
+"""Build each distinct image once, shared by every item and every xdist worker of a session.
+
+An image is identified by a content hash of its Dockerfile, build context and build args,
+kept as an image label: a later session that finds the label does not build at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import docker
+import docker.errors
+from filelock import FileLock
+
+from .dockerfiles import Dockerfile
+
+HASH_LABEL = "pytest-madengine.hash"
+LOG_TAIL_LINES = 50
+
+
+def log_tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What decides an image: the Dockerfile, its context directory, the arch and the build args."""
+
+    dockerfile: Dockerfile
+    context_dir: Path
+    arch: str
+    build_args: Mapping[str, str] = field(default_factory=dict)
+
+    def content_hash(self) -> str:
+        digest = hashlib.sha256()
+        digest.update(b"dockerfile\0" + self.dockerfile.path.read_bytes())
+        for path in sorted(p for p in self.context_dir.rglob("*") if p.is_file()):
+            digest.update(b"\0file\0" + str(path.relative_to(self.context_dir)).encode() + b"\0")
+            digest.update(path.read_bytes())
+        for key in sorted(self.build_args):
+            digest.update(f"\0arg\0{key}={self.build_args[key]}".encode())
+        return digest.hexdigest()
+
+    @property
+    def repository(self) -> str:
+        base = re.sub(r"[^a-z0-9._-]", "_", self.dockerfile.base_name.lower()).strip("._-") or "model"
+        return f"madengine/{base}"
+
+    def tag_for(self, content_hash: str) -> str:
+        arch = re.sub(r"[^A-Za-z0-9_.-]", "_", self.arch)
+        return f"{self.repository}:{arch}-{content_hash[:12]}"
+
+    @property
+    def log_name(self) -> str:
+        arch = re.sub(r"[^A-Za-z0-9_.-]", "_", self.arch)
+        return f"{self.dockerfile.base_name}.{arch}.build.log"
+
+    @property
+    def base_docker(self) -> str:
+        return self.build_args.get("BASE_DOCKER") or self.dockerfile.default_base_docker()
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    tag: str
+    image_id: str
+    build_duration: float  # 0 when an image from an earlier session was reused
+    reused: bool
+    log_path: str
+    base_docker: str
+    docker_sha: str
+
+
+class ImageBuildError(Exception):
+    """The build failed once; every item that needs the image reports this."""
+
+    def __init__(self, dockerfile: Path, arch: str, reason: str, log_path: str, tail: str) -> None:
+        super().__init__(f"image build failed for {dockerfile} ({arch}): {reason}")
+        self.dockerfile = dockerfile
+        self.arch = arch
+        self.reason = reason
+        self.log_path = log_path
+        self.tail = tail
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "dockerfile": str(self.dockerfile),
+            "arch": self.arch,
+            "reason": self.reason,
+            "log_path": self.log_path,
+            "tail": self.tail,
+        }
+
+
+class ImageBuilder:
+    """Session-wide build cache; `shared_dir` is common to all xdist workers of the run."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        shared_dir: Path,
+        log_dir: Path,
+        run_id: str,
+        rebuild: bool = False,
+    ) -> None:
+        self._client = client
+        self._state_dir = shared_dir / "builds"
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        self._log_dir = log_dir
+        self._run_id = run_id
+        self._rebuild = rebuild
+        self._memo: dict[str, BuiltImage | ImageBuildError] = {}
+
+    def get(self, request: BuildRequest) -> BuiltImage:
+        content_hash = request.content_hash()
+        memo = self._memo.get(content_hash + request.arch)
+        if memo is None:
+            memo = self._get_locked(request, content_hash)
+            self._memo[content_hash + request.arch] = memo
+        if isinstance(memo, ImageBuildError):
+            raise memo
+        return memo
+
+    def _get_locked(self, request: BuildRequest, content_hash: str) -> BuiltImage | ImageBuildError:
+        state = self._state_dir / f"{content_hash[:32]}-{request.arch}"
+        with FileLock(str(state) + ".lock"):
+            if state.with_suffix(".json").exists():
+                data = json.loads(state.with_suffix(".json").read_text())
+                if "reason" in data:
+                    return ImageBuildError(
+                        Path(data["dockerfile"]), data["arch"], data["reason"], data["log_path"], data["tail"]
+                    )
+                return BuiltImage(**data)
+            result = self._reuse_or_build(request, content_hash)
+            payload = result.to_dict() if isinstance(result, ImageBuildError) else asdict(result)
+            state.with_suffix(".json").write_text(json.dumps(payload))
+            return result
+
+    def _reuse_or_build(self, request: BuildRequest, content_hash: str) -> BuiltImage | ImageBuildError:
+        tag = request.tag_for(content_hash)
+        if not self._rebuild:
+            try:
+                image = self._client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                image = None
+            if image is not None and (image.labels or {}).get(HASH_LABEL) == content_hash:
+                return BuiltImage(
+                    tag=tag,
+                    image_id=image.id or "",
+                    build_duration=0.0,
+                    reused=True,
+                    log_path="",
+                    base_docker=request.base_docker,
+                    docker_sha=self._base_sha(request.base_docker),
+                )
+        return self._build(request, content_hash, tag)
+
+    def _build(self, request: BuildRequest, content_hash: str, tag: str) -> BuiltImage | ImageBuildError:
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self._log_dir / request.log_name
+        started = time.monotonic()
+        image_id = ""
+        error = ""
+        with log_path.open("w", encoding="utf-8") as log:
+            log.write(
+                f"# build {tag}\n# dockerfile {request.dockerfile.path}\n# context {request.context_dir}\n"
+                f"# build args: {', '.join(sorted(request.build_args)) or 'none'}\n"
+            )
+            try:
+                stream = self._client.api.build(
+                    path=str(request.context_dir),
+                    dockerfile=str(request.dockerfile.path),
+                    tag=tag,
+                    buildargs=dict(request.build_args),
+                    labels={
+                        HASH_LABEL: content_hash,
+                        "pytest-madengine.dockerfile": str(request.dockerfile.path),
+                    },
+                    rm=True,
+                    forcerm=True,
+                    pull=False,
+                    nocache=self._rebuild,
+                    decode=True,
+                )
+                for chunk in stream:
+                    if "stream" in chunk:
+                        log.write(str(chunk["stream"]))
+                    if "status" in chunk:
+                        log.write(f"{chunk['status']} {chunk.get('progress', '')}\n")
+                    if "aux" in chunk and isinstance(chunk["aux"], dict):
+                        image_id = str(chunk["aux"].get("ID", image_id))
+                    if "error" in chunk:
+                        error = str(chunk["error"]).strip()
+                        log.write(f"ERROR: {error}\n")
+                    log.flush()
+            except (docker.errors.APIError, docker.errors.BuildError, OSError) as exc:
+                error = str(exc)
+                log.write(f"ERROR: {error}\n")
+        duration = time.monotonic() - started
+        if error or not image_id:
+            text = log_path.read_text(encoding="utf-8", errors="replace")
+            return ImageBuildError(
+                request.dockerfile.path,
+                request.arch,
+                error or "no image produced",
+                str(log_path),
+                log_tail(text),
+            )
+        return BuiltImage(
+            tag=tag,
+            image_id=image_id,
+            build_duration=round(duration, 3),
+            reused=False,
+            log_path=str(log_path),
+            base_docker=request.base_docker,
+            docker_sha=self._base_sha(request.base_docker),
+        )
+
+    def _base_sha(self, base: str) -> str:
+        """The base image's digest, else its id, when the engine knows it."""
+        if not base:
+            return ""
+        try:
+            image = self._client.images.get(base)
+        except (docker.errors.ImageNotFound, docker.errors.APIError):
+            return ""
+        digests = image.attrs.get("RepoDigests") or []
+        if digests:
+            return str(digests[0]).split("@", 1)[-1]
+        return image.id or ""
+
+
+def build_args_for(arch: str, user_args: Mapping[str, str]) -> dict[str, str]:
+    """MAD_SYSTEM_GPU_ARCHITECTURE plus the user's args; the user's win, as in madengine's context."""
+    args = {"MAD_SYSTEM_GPU_ARCHITECTURE": arch}
+    args.update(user_args)
+    return args
+
+
+def context_dir_for(root: Path, dockercontext: str) -> Path:
+    """madengine's build context: the model's dockercontext, else `<root>/docker`."""
+    if dockercontext:
+        return root / dockercontext
+    default = root / "docker"
+    return default if default.is_dir() else root
+
+
+__all__ = [
+    "BuildRequest",
+    "BuiltImage",
+    "ImageBuildError",
+    "ImageBuilder",
+    "build_args_for",
+    "context_dir_for",
+    "log_tail",
+]

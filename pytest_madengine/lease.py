@@ -1,0 +1,25 @@
+"""What a test holds while it runs: a set of host GPUs, and what the container needs of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Lease:
+    ids: tuple[int, ...]  # host GPU ids, exclusive to the holder while it runs
+    vendor: str | None = None  # "AMD", "NVIDIA", or None when no devices can be passed
+    product_name: str = ""
+    system_ngpus: int = 0
+    render_nodes: tuple[str, ...] = ()  # AMD: one /dev/dri/renderD* per leased id
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+    @property
+    def ids_text(self) -> str:
+        return ",".join(str(i) for i in self.ids)
+
+
+NO_GPUS = Lease(ids=())

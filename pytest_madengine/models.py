@@ -1,0 +1,260 @@
+"""Load and validate madengine's models.json into ModelSpec values (no pytest here).
+
+Validation is per model so that one bad entry is reported on its own while its
+neighbours still become items.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+KNOWN_FIELDS = frozenset(
+    {
+        "name",
+        "dockerfile",
+        "scripts",
+        "args",
+        "n_gpus",
+        "tags",
+        "timeout",
+        "multiple_results",
+        "skip_gpu_arch",
+        "url",
+        "owner",
+        "training_precision",
+        "dockercontext",
+    }
+)
+
+
+class ModelsFileError(Exception):
+    """A models.json problem; its text names the file, the model and the field."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One models.json entry with paths resolved against the models root."""
+
+    name: str
+    source: Path  # the models.json the entry came from
+    lineno: int  # 0-based line of the entry in that file, for reportinfo
+    root: Path  # the models root (holds the root models.json, docker/, scripts/)
+    dockerfile: str  # prefix, relative to root, as madengine re-bases it
+    scripts: str  # relative to root
+    args: str = ""
+    n_gpus: int = -1
+    tags: tuple[str, ...] = ()
+    timeout: int = 0
+    multiple_results: str = ""
+    skip_gpu_arch: tuple[str, ...] = ()
+    url: str = ""
+    owner: str = ""
+    training_precision: str = ""
+    dockercontext: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def script_path(self) -> Path:
+        return self.root / self.scripts
+
+    @property
+    def scope(self) -> str:
+        """`dir` for models from scripts/<dir>/models.json, else ''."""
+        return self.name.split("/", 1)[0] if "/" in self.name else ""
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    """What one models.json yields: good specs and per-model errors, in file order."""
+
+    specs: tuple[ModelSpec, ...]
+    errors: tuple[tuple[str, int, str], ...]  # (model name or "#index", lineno, message)
+
+
+def models_root_of(path: Path) -> tuple[Path, str]:
+    """Return (models root, scope dir) for a models.json path.
+
+    A `scripts/<dir>/models.json` below a directory that holds a root models.json
+    belongs to that root, as in madengine's discovery.
+    """
+    parent = path.parent
+    if parent.parent.name == "scripts" and (parent.parent.parent / "models.json").is_file():
+        return parent.parent.parent, parent.name
+    return parent, ""
+
+
+def _entry_lines(text: str, count: int) -> list[int]:
+    """Best-effort 0-based line of each top-level list entry, for locations."""
+    lines: list[int] = []
+    depth = 0
+    line = 0
+    in_str = False
+    escape = False
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        if in_str:
+            if escape:
+                escape = False
+            elif ch == "\\":
+                escape = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "[{":
+            if depth == 1 and ch == "{":
+                lines.append(line)
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+    lines.extend([0] * (count - len(lines)))
+    return lines
+
+
+def _int_field(value: object, where: str, fieldname: str) -> int:
+    if isinstance(value, bool):
+        raise ModelsFileError(f"{where}: field '{fieldname}' must be an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ModelsFileError(f"{where}: field '{fieldname}' must be an integer, got {value!r}")
+
+
+def _str_field(entry: Mapping[str, Any], key: str, where: str, required: bool = False) -> str:
+    if key not in entry or entry[key] is None:
+        if required:
+            raise ModelsFileError(f"{where}: required field '{key}' is missing")
+        return ""
+    value = entry[key]
+    if not isinstance(value, str):
+        raise ModelsFileError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
+    if required and not value.strip():
+        raise ModelsFileError(f"{where}: required field '{key}' is empty")
+    return value
+
+
+def _list_field(entry: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    """Accept a list of strings or a comma string, as madengine does for tags."""
+    value = entry.get(key)
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return tuple(t.strip() for t in value if t.strip())
+    raise ModelsFileError(f"{where}: field '{key}' must be a list of strings or a comma string")
+
+
+def _rebase(scope: str, value: str) -> str:
+    """madengine's normpath(join('scripts', dir, value)) for sub-directory models."""
+    if not scope:
+        return value
+    return _normpath(f"scripts/{scope}/{value}")
+
+
+def _normpath(value: str) -> str:
+    parts: list[str] = []
+    for part in value.split("/"):
+        if part in ("", "."):
+            continue
+        if part == ".." and parts and parts[-1] != "..":
+            parts.pop()
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
+def parse_entry(entry: object, *, source: Path, root: Path, scope: str, index: int, lineno: int) -> ModelSpec:
+    """Validate one entry; raise ModelsFileError naming file, model and field."""
+    if not isinstance(entry, dict):
+        raise ModelsFileError(f"{source}: entry #{index} must be a JSON object, got {type(entry).__name__}")
+    raw_name = entry.get("name")
+    label = f"model '{raw_name}'" if isinstance(raw_name, str) and raw_name else f"entry #{index}"
+    where = f"{source}: {label}"
+    name = _str_field(entry, "name", where, required=True).strip()
+    if scope:
+        name = f"{scope}/{name}"
+    dockerfile = _rebase(scope, _str_field(entry, "dockerfile", where, required=True).strip())
+    scripts = _rebase(scope, _str_field(entry, "scripts", where, required=True).strip())
+    script_path = root / scripts
+    if not script_path.exists():
+        raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
+    n_gpus = _int_field(entry.get("n_gpus", -1), where, "n_gpus")
+    if n_gpus < -1:
+        raise ModelsFileError(f"{where}: field 'n_gpus' must be -1 (all) or >= 0, got {n_gpus}")
+    timeout = _int_field(entry.get("timeout", 0) if entry.get("timeout") is not None else 0, where, "timeout")
+    dockercontext = _str_field(entry, "dockercontext", where)
+    if dockercontext:
+        dockercontext = _rebase(scope, dockercontext)
+        if not (root / dockercontext).is_dir():
+            raise ModelsFileError(
+                f"{where}: field 'dockercontext' points to {root / dockercontext}, which is not a directory"
+            )
+    return ModelSpec(
+        name=name,
+        source=source,
+        lineno=lineno,
+        root=root,
+        dockerfile=dockerfile,
+        scripts=scripts,
+        args=_str_field(entry, "args", where),
+        n_gpus=n_gpus,
+        tags=_list_field(entry, "tags", where),
+        timeout=max(timeout, 0),
+        multiple_results=_str_field(entry, "multiple_results", where).strip(),
+        skip_gpu_arch=_list_field(entry, "skip_gpu_arch", where),
+        url=_str_field(entry, "url", where),
+        owner=_str_field(entry, "owner", where),
+        training_precision=_str_field(entry, "training_precision", where),
+        dockercontext=dockercontext,
+        extra={k: v for k, v in entry.items() if k not in KNOWN_FIELDS},
+    )
+
+
+def load_models(path: Path) -> LoadedModels:
+    """Parse a models.json. File-level problems raise; per-model ones are collected."""
+    root, scope = models_root_of(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelsFileError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelsFileError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise ModelsFileError(f"{path}: must hold a JSON list of models, got {type(data).__name__}")
+    lines = _entry_lines(text, len(data))
+    specs: list[ModelSpec] = []
+    errors: list[tuple[str, int, str]] = []
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(data):
+        try:
+            spec = parse_entry(entry, source=path, root=root, scope=scope, index=index, lineno=lines[index])
+        except ModelsFileError as exc:
+            raw = entry.get("name") if isinstance(entry, dict) else None
+            label = f"{scope}/{raw}" if scope and isinstance(raw, str) else raw
+            errors.append((label if isinstance(label, str) and label else f"#{index}", lines[index], str(exc)))
+            continue
+        if spec.name in seen:
+            errors.append(
+                (
+                    f"{spec.name}#dup{index}",
+                    spec.lineno,
+                    f"{path}: model '{spec.name}': field 'name' duplicates the model at entry #{seen[spec.name]}",
+                )
+            )
+            continue
+        seen[spec.name] = index
+        specs.append(spec)
+    return LoadedModels(tuple(specs), tuple(errors))

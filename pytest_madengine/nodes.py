@@ -1,0 +1,227 @@
+"""Collection nodes: a models.json file, its model items, and bad entries as collection errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pytest
+from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+from .archs import skipped_arch, vendor_of
+from .container import ContainerStartError
+from .dockerfiles import Dockerfile, candidates, select
+from .execute import container_options, log_file_name, run_model
+from .images import (
+    LOG_TAIL_LINES,
+    BuildRequest,
+    BuiltImage,
+    ImageBuildError,
+    build_args_for,
+    context_dir_for,
+    log_tail,
+)
+from .lease import Lease
+from .models import ModelsFileError, ModelSpec, load_models
+from .rows import RowFacts, perf_row
+from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
+
+MARKER_DOC = "models.json tag"
+
+
+class ModelFailure(Exception):
+    """The model ran and failed; the message is what the user needs, with the log tail."""
+
+
+def _model_test(madengine_image: BuiltImage, madengine_gpus: Lease) -> None:
+    """Stand-in test function: it exists so that pytest resolves and shows the item's fixtures."""
+
+
+def _register_markers(config: pytest.Config, tags: Iterable[str]) -> None:
+    known = {line.split(":", 1)[0].strip() for line in config.getini("markers")}
+    for tag in tags:
+        if tag not in known:
+            config.addinivalue_line("markers", f"{tag}: {MARKER_DOC}")
+            known.add(tag)
+
+
+class ModelsFile(pytest.File):
+    """A models.json; each (model, arch, matching Dockerfile) becomes a ModelItem."""
+
+    def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
+        try:
+            loaded = load_models(self.path)
+        except ModelsFileError as exc:
+            raise CollectError(str(exc)) from None
+        runtime: Runtime = self.config.stash[RUNTIME_KEY]
+        archs = runtime.archs()
+        _register_markers(self.config, (tag for spec in loaded.specs for tag in spec.tags))
+        entries: list[tuple[int, ModelSpec | tuple[str, str]]] = [(s.lineno, s) for s in loaded.specs]
+        entries += [(line, (name, message)) for name, line, message in loaded.errors]
+        for _, entry in sorted(entries, key=lambda pair: pair[0]):
+            if isinstance(entry, tuple):
+                yield InvalidModel.from_parent(self, name=entry[0], message=entry[1])
+                continue
+            try:
+                found = candidates(entry)
+            except ModelsFileError as exc:
+                yield InvalidModel.from_parent(self, name=entry.name, message=str(exc))
+                continue
+            for arch in archs:
+                yield from self._items(entry, arch, found, runtime.settings.guest_os)
+
+    def _items(self, spec: ModelSpec, arch: str, found: list[Dockerfile], guest_os: str) -> Iterator[ModelItem]:
+        vendor = vendor_of(arch)
+        ctx = {"guest_os": guest_os, **({"gpu_vendor": vendor} if vendor else {})}
+        chosen = select(found, ctx)
+        if not chosen:
+            wanted = ", ".join(f"{k}={v}" for k, v in ctx.items())
+            reason = f"no Dockerfile matching {spec.dockerfile}.* has a # CONTEXT for {wanted}"
+            yield ModelItem.from_parent(
+                self, name=f"{spec.name}[{arch}]", spec=spec, arch=arch, dockerfile=None, skip_reason=reason
+            )
+            return
+        for dockerfile in chosen:
+            suffix = f"{arch}-{dockerfile.variant}" if len(chosen) > 1 else arch
+            yield ModelItem.from_parent(
+                self,
+                name=f"{spec.name}[{suffix}]",
+                spec=spec,
+                arch=arch,
+                dockerfile=dockerfile,
+                skip_reason="",
+            )
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        if isinstance(excinfo.value, CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class CollectError(Exception):
+    """A models.json problem shown as a one-line collection error, without a traceback."""
+
+
+class InvalidModel(pytest.Collector):
+    """A bad entry: its own collection error, so the good entries beside it still collect."""
+
+    def __init__(self, *, message: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.message = message
+
+    def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
+        raise CollectError(self.message)
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        if isinstance(excinfo.value, CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class ModelItem(pytest.Function):
+    """One model on one arch with one Dockerfile; a Function so that fixtures work as usual."""
+
+    def __init__(
+        self,
+        *,
+        spec: ModelSpec,
+        arch: str,
+        dockerfile: Dockerfile | None,
+        skip_reason: str,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(callobj=_model_test, **kwargs)
+        self.spec = spec
+        self.arch = arch
+        self.dockerfile = dockerfile
+        self.skip_reason = skip_reason
+        self.madengine_rows: list[dict[str, str]] = []
+        for tag in spec.tags:
+            self.add_marker(tag)
+
+    @property
+    def variant(self) -> str:
+        return self.dockerfile.variant if self.dockerfile else ""
+
+    def build_request(self, user_args: dict[str, str]) -> BuildRequest:
+        assert self.dockerfile is not None
+        return BuildRequest(
+            dockerfile=self.dockerfile,
+            context_dir=context_dir_for(self.spec.root, self.spec.dockercontext),
+            arch=self.arch,
+            build_args=build_args_for(self.arch, user_args),
+        )
+
+    def setup(self) -> None:
+        """Skip before any fixture runs: no image is built for an item that will not run."""
+        if self.skip_reason:
+            _skip(self.skip_reason)
+        runtime: Runtime = self.config.stash[RUNTIME_KEY]
+        listed = skipped_arch(self.spec.skip_gpu_arch, self.arch)
+        if listed and not runtime.settings.ignore_skip_gpu_arch:
+            _skip(f"model not supported on {self.arch}: skip_gpu_arch lists {listed}")
+        super().setup()
+
+    def row_facts(self, image: BuiltImage | None, n_gpus: int, test_duration: float = 0.0) -> RowFacts:
+        return RowFacts(
+            n_gpus=n_gpus,
+            training_precision=self.spec.training_precision,
+            args=self.spec.args,
+            tags=self.spec.tags,
+            docker_file=str(self.dockerfile.path.relative_to(self.spec.root)) if self.dockerfile else "",
+            gpu_architecture=self.arch,
+            base_docker=image.base_docker if image else "",
+            docker_sha=image.docker_sha if image else "",
+            docker_image=image.tag if image else "",
+            build_duration=image.build_duration if image else 0.0,
+            test_duration=test_duration,
+            additional_docker_run_options=str(self.spec.extra.get("additional_docker_run_options", "")),
+        )
+
+    def runtest(self) -> None:
+        runtime: Runtime = self.config.stash[RUNTIME_KEY]
+        image = self.funcargs["madengine_image"]
+        lease = self.funcargs["madengine_gpus"]
+        assert isinstance(image, BuiltImage) and isinstance(lease, Lease)
+        timeout, source = runtime.settings.timeout_for(self.spec.timeout)
+        options = container_options(
+            self.spec, self.arch, image.tag, lease, runtime.run_id, runtime.worker_id, self.nodeid
+        )
+        log_path = runtime.settings.log_dir / log_file_name(self.spec, self.variant, self.arch)
+        run = run_model(runtime.client(), self.spec, options, timeout, source, log_path)
+        self.add_report_section("call", "stdout", run.outcome.log)
+        facts = self.row_facts(image, lease.count, run.outcome.duration)
+        self.madengine_rows = [perf_row(result, facts) for result in run.verdict.results]
+        if run.verdict.failure is not None:
+            raise ModelFailure(
+                f"model {self.spec.name} on {self.arch} failed: {run.verdict.failure}\n"
+                f"image: {image.tag}\nlog: {run.log_path}\n"
+                f"--- last {LOG_TAIL_LINES} lines of the container log ---\n{log_tail(run.outcome.log)}"
+            )
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.spec.source, self.spec.lineno, self.name
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        return _plain_failure(excinfo.value) or super().repr_failure(excinfo)
+
+    def _repr_failure_py(  # type: ignore[override]
+        self, excinfo: ExceptionInfo[BaseException], style: Any = None
+    ) -> str | TerminalRepr:
+        """Setup errors (a failed build, no Docker) come through here: no traceback for them either."""
+        return _plain_failure(excinfo.value) or super()._repr_failure_py(excinfo, style=style)
+
+
+def _skip(reason: str) -> NoReturn:
+    """Skip with the item's location (models.json), not this module's, in the summary."""
+    raise pytest.skip.Exception(reason, _use_item_location=True)
+
+
+def _plain_failure(exc: BaseException) -> str | None:
+    """The text for failures that are about the model or the engine, not about plugin code."""
+    if isinstance(exc, ImageBuildError):
+        return f"{exc}\nbuild log: {exc.log_path}\n--- last lines of the build log ---\n{exc.tail}"
+    if isinstance(exc, (ModelFailure, DockerUnavailable, ContainerStartError)):
+        return str(exc)
+    return None

@@ -1,0 +1,137 @@
+"""pytest hooks and fixtures: thin wiring around the plain modules of this package."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .images import BuiltImage, ImageBuildError
+from .lease import NO_GPUS, Lease
+from .nodes import ModelItem, ModelsFile
+from .perfcsv import PerfCsvError, append_rows, check_writable
+from .results import FAILURE, SKIPPED, Result
+from .rows import junit_properties, perf_row
+from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
+from .settings import addoption, read_settings
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    addoption(parser)
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _writes_reports(config: pytest.Config) -> bool:
+    """Only the controller writes reports, and only when tests really run."""
+    return not _is_worker(config) and not (
+        config.getoption("collectonly") or config.getoption("setuponly") or config.getoption("setupplan")
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "madengine: an item made from a models.json entry")
+    runtime = Runtime.create(read_settings(config), getattr(config, "workerinput", None))
+    config.stash[RUNTIME_KEY] = runtime
+    if _writes_reports(config):
+        try:
+            check_writable(runtime.settings.perf_csv)
+        except PerfCsvError as exc:
+            runtime.close()
+            raise pytest.UsageError(str(exc)) from None
+        config.pluginmanager.register(PerfCsvWriter(runtime.settings.perf_csv), "madengine-perf-csv")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: hand the run id and shared directory to each worker."""
+    node.workerinput.update(node.config.stash[RUNTIME_KEY].worker_input())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runtime = config.stash.get(RUNTIME_KEY, None)
+    if runtime is not None:
+        runtime.close()
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ModelsFile | None:
+    if file_path.name == "models.json":
+        return ModelsFile.from_parent(parent, path=file_path)
+    return None
+
+
+@pytest.fixture
+def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
+    """The item's image, built at most once per session for all items and workers that share it."""
+    item = request.node
+    if not isinstance(item, ModelItem):
+        raise pytest.UsageError("madengine_image is for models.json items")
+    runtime: Runtime = request.config.stash[RUNTIME_KEY]
+    return runtime.builder().get(item.build_request(runtime.settings.build_args))
+
+
+@pytest.fixture
+def madengine_gpus(request: pytest.FixtureRequest) -> Generator[Lease, None, None]:
+    """The GPUs this item holds while it runs."""
+    yield NO_GPUS
+
+
+def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
+    if report.skipped:
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:
+            return str(longrepr[2]).removeprefix("Skipped: ")
+        return "skipped"
+    exc = call.excinfo.value if call.excinfo else None
+    if isinstance(exc, ImageBuildError):
+        return "image build failed"
+    if isinstance(exc, DockerUnavailable):
+        return "docker unavailable"
+    return f"{type(exc).__name__}: {exc}" if exc else "error"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the item's perf.csv rows to its report, so they reach the controller under xdist."""
+    report = yield
+    if not isinstance(item, ModelItem) or call.when == "teardown":
+        return report
+    if item.config.getoption("setuponly") or item.config.getoption("setupplan"):
+        return report
+    rows = item.madengine_rows
+    if not rows and (report.skipped or report.failed):
+        status = SKIPPED if report.skipped else FAILURE
+        image = item.funcargs.get("madengine_image") if hasattr(item, "funcargs") else None
+        facts = item.row_facts(image if isinstance(image, BuiltImage) else None, 0)
+        rows = [perf_row(Result(item.spec.name, "", "", status, _reason_of(report, call)), facts)]
+    elif call.when == "setup":
+        return report
+    if rows:
+        report.madengine_rows = rows  # type: ignore[attr-defined]
+        item.user_properties.extend(junit_properties(rows))
+        item.madengine_rows = []
+    return report
+
+
+class PerfCsvWriter:
+    """Registered on the process that writes reports; appends each report's rows as it arrives,
+    so a crash mid-run leaves the rows of finished models in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rows = getattr(report, "madengine_rows", None)
+        if not rows:
+            return
+        try:
+            append_rows(self.path, rows)
+        except (OSError, PerfCsvError) as exc:
+            warnings.warn(f"pytest-madengine: could not write perf.csv rows for {report.nodeid}: {exc}", stacklevel=1)

@@ -1,0 +1,93 @@
+"""Per-process state of a session: run id, shared directory, Docker client, image builder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from .images import ImageBuilder
+from .settings import Settings
+
+RUNTIME_KEY = pytest.StashKey["Runtime"]()
+
+
+class DockerUnavailable(Exception):
+    """The engine cannot be reached; one message for the session."""
+
+
+def docker_help(exc: BaseException) -> str:
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (DOCKER_HOST unset)"
+    return (
+        f"cannot reach the Docker daemon at {host}: {exc}. "
+        "Start it (e.g. `dockerd &` or `systemctl start docker`) or point DOCKER_HOST at a running engine."
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    run_id: str
+    shared_dir: Path
+    owns_shared_dir: bool
+    worker_id: str = "controller"
+    _client: docker.DockerClient | None = None
+    _client_error: str | None = None
+    _builder: ImageBuilder | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings, workerinput: dict[str, Any] | None) -> Runtime:
+        """The controller makes the run id and shared dir; workers receive them."""
+        if workerinput and "madengine_run_id" in workerinput:
+            return cls(
+                settings=settings,
+                run_id=str(workerinput["madengine_run_id"]),
+                shared_dir=Path(workerinput["madengine_shared_dir"]),
+                owns_shared_dir=False,
+                worker_id=str(workerinput.get("workerid", "worker")),
+            )
+        run_id = uuid.uuid4().hex[:12]
+        shared = Path(tempfile.mkdtemp(prefix=f"pytest-madengine-{run_id}-"))
+        return cls(settings=settings, run_id=run_id, shared_dir=shared, owns_shared_dir=True)
+
+    def archs(self) -> tuple[str, ...]:
+        """The archs to make items for: the user's, else the host's, else cpu."""
+        return self.settings.archs or ("cpu",)
+
+    def worker_input(self) -> dict[str, str]:
+        return {"madengine_run_id": self.run_id, "madengine_shared_dir": str(self.shared_dir)}
+
+    def client(self) -> docker.DockerClient:
+        """Connect once; a failure is remembered so every item reports the same one line."""
+        if self._client is not None:
+            return self._client
+        if self._client_error is not None:
+            raise DockerUnavailable(self._client_error)
+        try:
+            client = docker.from_env(timeout=120)
+            client.ping()
+        except (docker.errors.DockerException, OSError) as exc:
+            self._client_error = docker_help(exc)
+            raise DockerUnavailable(self._client_error) from None
+        self._client = client
+        return client
+
+    def builder(self) -> ImageBuilder:
+        if self._builder is None:
+            self._builder = ImageBuilder(self.client(), self.shared_dir, self.settings.log_dir, run_id=self.run_id)
+        return self._builder
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self.owns_shared_dir:
+            shutil.rmtree(self.shared_dir, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""Command-line and ini options, read once into a plain value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .archs import ArchError, parse_arch_list
+
+DEFAULT_TIMEOUT = 7200
+
+
+def addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("madengine", "madengine model zoo")
+    group.addoption(
+        "--madengine-arch",
+        action="append",
+        default=[],
+        metavar="ARCHS",
+        help="GPU architectures to make items for (comma list, repeatable), e.g. gfx90a,gfx942 or sm_90; "
+        "default: the host's, or 'cpu' on a host without GPUs",
+    )
+    group.addoption(
+        "--madengine-build-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra docker build arg for every image (repeatable), e.g. BASE_DOCKER=rocm/pytorch:latest",
+    )
+    group.addoption(
+        "--madengine-perf-csv",
+        default=None,
+        metavar="PATH",
+        help="perf.csv to append rows to (default: perf.csv in the invocation directory)",
+    )
+    group.addoption(
+        "--madengine-log-dir",
+        default=None,
+        metavar="DIR",
+        help="where build and run logs go (default: madengine_logs in the invocation directory)",
+    )
+    group.addoption(
+        "--madengine-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="limit for every model's run, overriding models.json; 0 means none",
+    )
+    group.addoption(
+        "--madengine-guest-os",
+        default="UBUNTU",
+        metavar="OS",
+        help="guest_os for the Dockerfiles' # CONTEXT filter (default UBUNTU)",
+    )
+    group.addoption(
+        "--madengine-ignore-skip-gpu-arch",
+        action="store_true",
+        default=False,
+        help="run models even on archs their skip_gpu_arch lists",
+    )
+    parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
+    parser.addini(
+        "madengine_timeout",
+        "limit in seconds for models without their own timeout (0: none)",
+        default=str(DEFAULT_TIMEOUT),
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    archs: tuple[str, ...]  # empty: ask the host
+    build_args: dict[str, str] = field(default_factory=dict)
+    perf_csv: Path = Path("perf.csv")
+    log_dir: Path = Path("madengine_logs")
+    timeout_option: int | None = None
+    timeout_default: int = DEFAULT_TIMEOUT
+    guest_os: str = "UBUNTU"
+    ignore_skip_gpu_arch: bool = False
+
+    def timeout_for(self, model_timeout: int) -> tuple[int, str]:
+        """(seconds, where it came from): the option, then models.json, then the ini default."""
+        if self.timeout_option is not None:
+            return self.timeout_option, "--madengine-timeout"
+        if model_timeout > 0:
+            return model_timeout, "models.json"
+        return self.timeout_default, "default"
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    invocation = Path(config.invocation_params.dir)
+    try:
+        archs = parse_arch_list(config.getoption("madengine_arch") or [str(config.getini("madengine_arch"))])
+    except ArchError as exc:
+        raise pytest.UsageError(f"--madengine-arch: {exc}") from None
+    build_args: dict[str, str] = {}
+    for item in config.getoption("madengine_build_arg"):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise pytest.UsageError(f"--madengine-build-arg expects KEY=VALUE, got {item!r}")
+        build_args[key.strip()] = value
+    timeout_option = config.getoption("madengine_timeout")
+    if timeout_option is not None and timeout_option < 0:
+        raise pytest.UsageError(f"--madengine-timeout must be >= 0, got {timeout_option}")
+    raw_default = str(config.getini("madengine_timeout")).strip() or str(DEFAULT_TIMEOUT)
+    try:
+        timeout_default = int(raw_default)
+    except ValueError:
+        raise pytest.UsageError(f"ini madengine_timeout must be an integer, got {raw_default!r}") from None
+    perf = config.getoption("madengine_perf_csv")
+    logs = config.getoption("madengine_log_dir")
+    return Settings(
+        archs=tuple(archs),
+        build_args=build_args,
+        perf_csv=(invocation / perf) if perf else invocation / "perf.csv",
+        log_dir=(invocation / logs) if logs else invocation / "madengine_logs",
+        timeout_option=timeout_option,
+        timeout_default=timeout_default,
+        guest_os=str(config.getoption("madengine_guest_os")).upper(),
+        ignore_skip_gpu_arch=bool(config.getoption("madengine_ignore_skip_gpu_arch")),
+    )
