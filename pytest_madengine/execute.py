@@ -63,10 +63,10 @@ def container_options(
     return options
 
 
-def log_file_name(spec: ModelSpec, variant: str, arch: str) -> str:
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", spec.name.replace("/", "_"))
-    parts = [safe, variant, arch] if variant else [safe, arch]
-    return ".".join(re.sub(r"[^A-Za-z0-9_.-]", "_", p) for p in parts) + ".run.log"
+def log_file_name(spec: ModelSpec, dockerfile_base: str, arch: str) -> str:
+    """madengine's `<name>_<dockerfile base>` plus the arch: `dummy_dummy.ubuntu.amd.gfx942.run.log`."""
+    stem = f"{spec.name.replace('/', '_')}_{dockerfile_base}.{arch}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) + ".run.log"
 
 
 def run_model(

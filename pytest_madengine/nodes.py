@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
+from _pytest.python import CallSpec
 from _pytest._code.code import ExceptionInfo, TerminalRepr
 
 from .archs import skipped_arch, vendor_of
@@ -131,7 +132,11 @@ class ModelItem(pytest.Function):
         skip_reason: str,
         **kwargs: Any,
     ) -> None:
-        super().__init__(callobj=_model_test, **kwargs)
+        # A CallSpec makes this a parametrized item (`name[arch]`) for pytest's structured node ids,
+        # which `--lf` compares; a bare name with brackets would never match a stored id.
+        name = str(kwargs["name"])
+        callspec = CallSpec(_idlist=(name[name.index("[") + 1 : -1],))
+        super().__init__(callobj=_model_test, callspec=callspec, originalname=spec.name, **kwargs)
         self.spec = spec
         self.arch = arch
         self.dockerfile = dockerfile
@@ -188,7 +193,7 @@ class ModelItem(pytest.Function):
         options = container_options(
             self.spec, self.arch, image.tag, lease, runtime.run_id, runtime.worker_id, self.nodeid
         )
-        log_path = runtime.settings.log_dir / log_file_name(self.spec, self.variant, self.arch)
+        log_path = runtime.settings.log_dir / log_file_name(self.spec, image_base(self.dockerfile), self.arch)
         run = run_model(runtime.client(), self.spec, options, timeout, source, log_path)
         self.add_report_section("call", "stdout", run.outcome.log)
         facts = self.row_facts(image, lease.count, run.outcome.duration)
@@ -211,6 +216,10 @@ class ModelItem(pytest.Function):
     ) -> str | TerminalRepr:
         """Setup errors (a failed build, no Docker) come through here: no traceback for them either."""
         return _plain_failure(excinfo.value) or super()._repr_failure_py(excinfo, style=style)
+
+
+def image_base(dockerfile: Dockerfile | None) -> str:
+    return dockerfile.base_name if dockerfile else "none"
 
 
 def _skip(reason: str) -> NoReturn:

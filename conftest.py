@@ -1,0 +1,3 @@
+"""Repository-level conftest: the plugin tests drive pytest itself through pytester."""
+
+pytest_plugins = ["pytester"]

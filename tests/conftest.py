@@ -1,0 +1,47 @@
+"""Shared fixtures: the real Docker engine and a zoo in the pytester directory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+from zoo import BASE_IMAGE, Zoo
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The real engine. Its absence is a failure: these tests are about running containers."""
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:  # pragma: no cover - CI must have an engine
+        pytest.fail(f"a Docker engine is required for these tests (run tools/setup.sh): {exc}")
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:  # pragma: no cover
+        pytest.fail(f"base image {BASE_IMAGE} is missing: run tools/base-image.sh")
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _remove_test_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Images built from tmp zoos are this suite's litter; remove them at the end."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    try:
+        client = docker.from_env()
+        for image in client.images.list(filters={"label": "pytest-madengine.dockerfile"}):
+            if str(image.labels.get("pytest-madengine.dockerfile", "")).startswith(base):
+                for tag in image.tags:
+                    client.images.remove(tag, force=True)
+    except docker.errors.DockerException:
+        pass
+
+
+@pytest.fixture
+def zoo(pytester: pytest.Pytester) -> Zoo:
+    z = Zoo(pytester.path)
+    z.dockerfile()
+    return z

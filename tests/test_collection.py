@@ -1,0 +1,161 @@
+"""Collection through pytest itself: ids, selection, markers, locations and errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from zoo import Zoo
+
+
+@pytest.fixture
+def two_models(zoo: Zoo) -> Zoo:
+    zoo.dockerfile(vendors=("amd", "nvidia"))
+    zoo.script("resnet/run.sh")
+    zoo.script("bert/run.sh")
+    zoo.models(
+        [
+            zoo.model("resnet", tags=["vision", "dummy_group-1"]),
+            zoo.model("bert", tags="nlp"),
+        ]
+    )
+    return zoo
+
+
+def test_one_item_per_model_and_arch(pytester: pytest.Pytester, two_models: Zoo) -> None:
+    result = pytester.runpytest("--madengine-arch", "gfx90a,gfx942", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        [
+            "models.json::resnet[[]gfx90a[]]",
+            "models.json::resnet[[]gfx942[]]",
+            "models.json::bert[[]gfx90a[]]",
+            "models.json::bert[[]gfx942[]]",
+            "4 tests collected*",
+        ]
+    )
+    assert result.ret == 0
+
+
+def test_arch_option_repeats_and_ini_mirror(pytester: pytest.Pytester, two_models: Zoo) -> None:
+    result = pytester.runpytest("--madengine-arch", "gfx90a", "--madengine-arch", "sm_90", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*resnet[[]gfx90a[]]", "*resnet[[]sm_90[]]", "*4 tests collected*"])
+    pytester.makeini("[pytest]\nmadengine_arch = gfx942\n")
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*resnet[[]gfx942[]]", "*2 tests collected*"])
+
+
+def test_default_arch_on_a_host_without_gpus_is_cpu_with_every_variant(
+    pytester: pytest.Pytester, two_models: Zoo
+) -> None:
+    result = pytester.runpytest("--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        ["*resnet[[]cpu-ubuntu.amd[]]", "*resnet[[]cpu-ubuntu.nvidia[]]", "*4 tests collected*"]
+    )
+
+
+def test_unknown_arch_is_a_usage_error(pytester: pytest.Pytester, two_models: Zoo) -> None:
+    result = pytester.runpytest("--madengine-arch", "banana", "--collect-only")
+    result.stderr.fnmatch_lines(["*--madengine-arch: unknown GPU architecture 'banana'*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_k_and_m_select_like_pytest(pytester: pytest.Pytester, two_models: Zoo) -> None:
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q", "-k", "resnet")
+    result.stdout.fnmatch_lines(["*resnet[[]gfx942[]]", "1/2 tests collected (1 deselected)*"])
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q", "-m", "nlp", "--strict-markers")
+    result.stdout.fnmatch_lines(["*bert[[]gfx942[]]", "1/2 tests collected (1 deselected)*"])
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q", "-m", "dummy_group-1")
+    result.stdout.fnmatch_lines(["*resnet[[]gfx942[]]", "1/2 tests collected (1 deselected)*"])
+    result = pytester.runpytest("--markers")
+    result.stdout.fnmatch_lines(["*@pytest.mark.madengine*"])
+
+
+def test_location_points_at_models_json(pytester: pytest.Pytester, two_models: Zoo) -> None:
+    items, _ = pytester.inline_genitems("--madengine-arch", "gfx942")
+    locations = {item.nodeid: item.location for item in items}
+    assert locations["models.json::bert[gfx942]"][0] == "models.json"
+    assert locations["models.json::bert[gfx942]"][1] > locations["models.json::resnet[gfx942]"][1]
+
+
+def test_setup_plan_shows_the_fixtures(pytester: pytest.Pytester, two_models: Zoo) -> None:
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--setup-plan", "-k", "resnet")
+    result.stdout.fnmatch_lines(["*SETUP    F madengine_image*", "*SETUP    F madengine_gpus*", "*resnet[[]gfx942[]]*"])
+    assert result.ret == 0
+
+
+def test_subdirectory_models_json(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("top/run.sh")
+    zoo.script("sub/run.sh")
+    zoo.models([zoo.model("top")])
+    zoo.models([{"name": "m2", "dockerfile": "../../docker/dummy", "scripts": "run.sh"}], "scripts/sub/models.json")
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["models.json::top[[]gfx942[]]", "scripts/sub/models.json::sub/m2[[]gfx942[]]"])
+
+
+def test_variant_is_visible_when_several_dockerfiles_match(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    (zoo.root / "docker" / "multi.a.ubuntu.amd.Dockerfile").write_text("# CONTEXT {'gpu_vendor': 'AMD'}\nFROM x\n")
+    (zoo.root / "docker" / "multi.b.ubuntu.amd.Dockerfile").write_text("FROM x\n")
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m", dockerfile="docker/multi")])
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["*m[[]gfx942-a.ubuntu.amd[]]", "*m[[]gfx942-b.ubuntu.amd[]]"])
+
+
+def test_no_dockerfile_for_the_vendor_is_a_skip_with_reason(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    result = pytester.runpytest("--madengine-arch", "sm_90", "-rs", "--madengine-perf-csv", "perf.csv")
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] models.json:*: no Dockerfile matching docker/dummy.* *NVIDIA*"])
+    assert result.ret == 0
+
+
+BAD_CASES = [
+    ("[{", "models.json: invalid JSON at line 1, column 3"),
+    ('[{"name": "bad", "scripts": "scripts/ok/run.sh"}]', "model 'bad': required field 'dockerfile' is missing"),
+    (
+        '[{"name": "bad", "dockerfile": "docker/dummy", "scripts": "scripts/ok/run.sh", "n_gpus": "x"}]',
+        "model 'bad': field 'n_gpus' must be an integer, got 'x'",
+    ),
+    (
+        '[{"name": "bad", "dockerfile": "docker/dummy", "scripts": "scripts/ok/run.sh", "timeout": "x"}]',
+        "model 'bad': field 'timeout' must be an integer, got 'x'",
+    ),
+    (
+        '[{"name": "bad", "dockerfile": "docker/none", "scripts": "scripts/ok/run.sh"}]',
+        "model 'bad': field 'dockerfile' prefix 'docker/none' matches no file*",
+    ),
+    (
+        '[{"name": "bad", "dockerfile": "docker/dummy", "scripts": "scripts/nope/run.sh"}]',
+        "model 'bad': field 'scripts' points to *nope/run.sh, which does not exist",
+    ),
+    (
+        '[{"name": "ok", "dockerfile": "docker/dummy", "scripts": "scripts/ok/run.sh"},'
+        ' {"name": "ok", "dockerfile": "docker/dummy", "scripts": "scripts/ok/run.sh"}]',
+        "model 'ok': field 'name' duplicates the model at entry #0",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CASES)
+def test_bad_input_is_a_clear_collection_error(pytester: pytest.Pytester, zoo: Zoo, text: str, message: str) -> None:
+    zoo.script("ok/run.sh")
+    (zoo.root / "other").mkdir()
+    (zoo.root / "other" / "docker").mkdir()
+    (zoo.root / "other" / "scripts" / "g").mkdir(parents=True)
+    (zoo.root / "other" / "scripts" / "g" / "run.sh").write_text("echo\n")
+    (zoo.root / "other" / "docker" / "g.ubuntu.amd.Dockerfile").write_text("FROM x\n")
+    (zoo.root / "other" / "models.json").write_text('[{"name": "good", "dockerfile": "docker/g", "scripts": "scripts/g/run.sh"}]')
+    (zoo.root / "models.json").write_text(text)
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines([f"*{message}*"])
+    assert "Traceback" not in output
+    assert "pytest_madengine" not in output
+    assert "other/models.json::good[gfx942]" in output
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
+def test_a_bad_model_does_not_hide_its_neighbours(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("ok/run.sh")
+    zoo.models([zoo.model("ok", script="scripts/ok/run.sh"), zoo.model("bad", script="scripts/ok/run.sh", n_gpus="x")])
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q", "--continue-on-collection-errors")
+    result.stdout.fnmatch_lines(["models.json::ok[[]gfx942[]]", "*models.json: model 'bad': field 'n_gpus'*", "ERROR models.json::bad"])

@@ -1,0 +1,284 @@
+"""End to end on the real Docker engine: build, run, judge, report, clean up."""
+
+from __future__ import annotations
+
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import docker
+import pytest
+from zoo import Zoo, labelled_containers, read_perf
+
+ARCH = ("--madengine-arch", "gfx942")
+
+
+def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
+    return pytester.runpytest_subprocess(*ARCH, "--madengine-perf-csv", "perf.csv", "-p", "no:cacheprovider", *args)
+
+
+def test_passing_model_reports_performance(pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient) -> None:
+    zoo.script(
+        "m/run.sh",
+        '#!/bin/bash\necho "name=$MAD_MODEL_NAME arch=$MAD_SYSTEM_GPU_ARCHITECTURE vendor=$MAD_GPU_VENDOR'
+        ' ngpus=$MAD_RUNTIME_NGPUS csv=${MAD_OUTPUT_CSV:-unset} args=$#:$1:$2"\n'
+        "cat /etc/madengine-build\necho 'performance: 1.5e+3 samples_per_second'\n",
+    )
+    zoo.models([zoo.model("m", args="--label 'a b'", tags=["t1", "t2"], training_precision="fp16")])
+    result = run(pytester, "-v")
+    result.assert_outcomes(passed=1)
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert row["model"] == "m"
+    assert (row["performance"], row["metric"], row["status"], row["reason"]) == (
+        "1.5e+3",
+        "samples_per_second",
+        "SUCCESS",
+        "",
+    )
+    assert row["gpu_architecture"] == "gfx942"
+    assert row["docker_image"].startswith("madengine/dummy.ubuntu.amd:gfx942-")
+    assert row["docker_file"] == "docker/dummy.ubuntu.amd.Dockerfile"
+    assert row["base_docker"] == "pytest-madengine/busybox:latest"
+    assert (row["tags"], row["training_precision"], row["args"]) == ("t1,t2", "fp16", "--label 'a b'")
+    assert float(row["test_duration"]) > 0
+    log = (pytester.path / "madengine_logs" / "m_dummy.ubuntu.amd.gfx942.run.log").read_text()
+    assert "name=m arch=gfx942 vendor=AMD ngpus=0 csv=unset args=2:--label:a b" in log
+    assert "built for gfx942" in log
+    assert labelled_containers(docker_client) == []
+
+
+def test_failing_model_shows_exit_code_image_and_log_tail(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    zoo.script("bad/run.sh", '#!/bin/bash\nfor i in $(seq 1 80); do echo "line $i"; done\nexit 3\n')
+    zoo.models([zoo.model("bad")])
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "*model bad on gfx942 failed: exit code 3",
+            "image: madengine/dummy.ubuntu.amd:gfx942-*",
+            "--- last 50 lines of the container log ---",
+            "line 31",
+        ]
+    )
+    failure = out[out.index("--- last 50 lines") :]
+    assert "line 80" in failure
+    assert "line 30\n" not in failure.split("Captured stdout")[0]
+    assert "Traceback" not in out
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert (row["status"], row["reason"], row["performance"]) == ("FAILURE", "exit code 3", "")
+    assert labelled_containers(docker_client) == []
+
+
+def test_exit_zero_without_performance_line_fails(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("quiet/run.sh", "#!/bin/bash\necho done\n")
+    zoo.models([zoo.model("quiet")])
+    result = run(pytester)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*failed: exit code 0 but no performance line*"])
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert (row["status"], row["reason"]) == ("FAILURE", "no performance line")
+
+
+def test_multiple_results_rows(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script(
+        "multi/run.sh",
+        '#!/bin/bash\nprintf "model,performance,metric,temperature\\n1,10,fps,40\\n2,20.5,fps,41\\n" > "$MAD_OUTPUT_CSV"\n',
+    )
+    zoo.script("broken/run.sh", '#!/bin/bash\nprintf "model,perf\\n1,2\\n" > "$MAD_OUTPUT_CSV"\n')
+    zoo.models(
+        [
+            zoo.model("multi", multiple_results="perf_multi.csv"),
+            zoo.model("broken", multiple_results="perf_broken.csv"),
+        ]
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*perf_broken.csv is missing the performance column*"])
+    rows = read_perf(pytester.path / "perf.csv")
+    assert [(r["model"], r["performance"], r["status"]) for r in rows] == [
+        ("multi_1", "10", "SUCCESS"),
+        ("multi_2", "20.5", "SUCCESS"),
+        ("broken", "", "FAILURE"),
+    ]
+    assert rows[2]["reason"] == "bad multiple_results file"
+    assert not (zoo.root / "scripts" / "multi" / "perf_multi.csv").exists()
+
+
+def test_timeout_kills_the_container(pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient) -> None:
+    zoo.script("slow/run.sh", "#!/bin/bash\necho started\nsleep 60\necho 'performance: 1 x'\n")
+    zoo.models([zoo.model("slow", timeout=1)])
+    started = time.monotonic()
+    result = run(pytester)
+    assert time.monotonic() - started < 30
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*failed: timed out after 1 s (limit from models.json)*", "started"])
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert (row["status"], row["reason"]) == ("FAILURE", "timeout")
+    assert labelled_containers(docker_client) == []
+    result = run(pytester, "--madengine-timeout", "2")
+    result.stdout.fnmatch_lines(["*timed out after 2 s (limit from --madengine-timeout)*"])
+
+
+def test_rows_from_earlier_sessions_survive(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    run(pytester).assert_outcomes(passed=1)
+    run(pytester).assert_outcomes(passed=1)
+    assert [r["model"] for r in read_perf(pytester.path / "perf.csv")] == ["m", "m"]
+
+
+def test_a_foreign_perf_csv_is_refused_before_anything_runs(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    original = "model,performance\nold,1\n"
+    (pytester.path / "perf.csv").write_text(original)
+    result = run(pytester)
+    result.stderr.fnmatch_lines(["*perf.csv exists with a different header*left untouched*--madengine-perf-csv*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert (pytester.path / "perf.csv").read_text() == original
+
+
+def test_junit_properties_and_system_out(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("good/run.sh", "#!/bin/bash\necho 'hello junit'\necho 'performance: 7 fps'\n")
+    zoo.script("bad/run.sh", "#!/bin/bash\nexit 4\n")
+    zoo.models([zoo.model("good"), zoo.model("bad")])
+    run(pytester, "--junitxml=junit.xml", "-o", "junit_logging=system-out")
+    tree = ET.parse(pytester.path / "junit.xml")
+    cases = {case.get("name"): case for case in tree.iter("testcase")}
+    good = cases["good[gfx942]"]
+    props = {p.get("name"): p.get("value") for p in good.iter("property")}
+    assert props["performance"] == "7"
+    assert props["metric"] == "fps"
+    assert props["status"] == "SUCCESS"
+    assert props["gpu_architecture"] == "gfx942"
+    assert props["docker_image"].startswith("madengine/dummy.ubuntu.amd:gfx942-")
+    assert "reason" not in props
+    assert "hello junit" in (good.findtext("system-out") or "")
+    bad = {p.get("name"): p.get("value") for p in cases["bad[gfx942]"].iter("property")}
+    assert (bad["status"], bad["reason"]) == ("FAILURE", "exit code 4")
+    assert cases["bad[gfx942]"].get("file") == "models.json" or cases["bad[gfx942]"].get("classname") == "models.json"
+
+
+def test_xdist_builds_once_and_the_controller_writes_every_row(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    names = [f"m{i}" for i in range(6)]
+    for name in names:
+        zoo.script(f"{name}/run.sh")
+    zoo.models([zoo.model(n) for n in names])
+    (zoo.root / "docker" / "dummy.ubuntu.amd.Dockerfile").write_text(
+        (zoo.root / "docker" / "dummy.ubuntu.amd.Dockerfile").read_text() + f"# {pytester.path}\n"
+    )
+    result = run(pytester, "-n", "2", "--junitxml=junit.xml")
+    result.assert_outcomes(passed=6)
+    rows = read_perf(pytester.path / "perf.csv")
+    assert sorted(r["model"] for r in rows) == names
+    assert len({r["docker_image"] for r in rows}) == 1
+    assert len({r["build_duration"] for r in rows}) == 1 and float(rows[0]["build_duration"]) > 0
+    build_log = (pytester.path / "madengine_logs" / "dummy.ubuntu.amd.gfx942.build.log").read_text()
+    assert build_log.count("# build madengine/") == 1
+    props = [p.get("name") for p in ET.parse(pytester.path / "junit.xml").iter("property")]
+    assert props.count("performance") == 6
+    assert labelled_containers(docker_client) == []
+
+
+def test_last_failed_and_exitfirst(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("a/run.sh", "#!/bin/bash\nexit 1\n")
+    zoo.script("b/run.sh")
+    zoo.models([zoo.model("a"), zoo.model("b")])
+    pytester.runpytest_subprocess(*ARCH, "--madengine-perf-csv", "perf.csv", "-x").assert_outcomes(failed=1)
+    result = pytester.runpytest_subprocess(*ARCH, "--madengine-perf-csv", "perf.csv", "--lf", "-v")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*run-last-failure: rerun previous 1 failure*", "*a[[]gfx942[]] FAILED*"])
+    assert "b[gfx942]" not in result.stdout.str()
+
+
+def test_build_failure_errors_each_item_after_one_attempt(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.dockerfile(
+        "broken",
+        body="FROM pytest-madengine/busybox:latest\nRUN echo about to fail && false\n",
+    )
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("x", script="scripts/m/run.sh", dockerfile="docker/broken"),
+                zoo.model("y", script="scripts/m/run.sh", dockerfile="docker/broken")])
+    result = run(pytester, "-n", "2")
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*image build failed for *broken.ubuntu.amd.Dockerfile (gfx942)*", "*about to fail*"])
+    assert "Traceback" not in result.stdout.str()
+    log = (pytester.path / "madengine_logs" / "broken.ubuntu.amd.gfx942.build.log").read_text()
+    assert log.count("# build madengine/") == 1
+    rows = read_perf(pytester.path / "perf.csv")
+    assert sorted((r["model"], r["status"], r["reason"]) for r in rows) == [
+        ("x", "FAILURE", "image build failed"),
+        ("y", "FAILURE", "image build failed"),
+    ]
+
+
+def test_scripts_see_shared_folders_and_write_nothing_into_the_zoo(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("common/lib.sh", "value=from_common\n")
+    zoo.script(
+        "m/run.sh",
+        "#!/bin/bash\n. ../scripts/common/lib.sh\ncat sibling.txt\necho junk > out.txt\n"
+        "echo junk > ../scripts/common/leak.txt\necho \"performance: 1 $value\"\n",
+    )
+    (zoo.root / "scripts" / "m" / "sibling.txt").write_text("sibling-data\n")
+    zoo.models([zoo.model("m")])
+    before = sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*"))
+    result = run(pytester, "-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["sibling-data"])
+    assert read_perf(pytester.path / "perf.csv")[0]["metric"] == "from_common"
+    assert sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*")) == before
+
+
+def test_containers_carry_the_run_label_while_running(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    zoo.script("m/run.sh", "#!/bin/bash\nsleep 4\necho 'performance: 1 x'\n")
+    zoo.models([zoo.model("m")])
+    seen: list[dict[str, str]] = []
+    outcome: list[pytest.RunResult] = []
+    thread = threading.Thread(target=lambda: outcome.append(run(pytester)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while thread.is_alive() and not seen and time.monotonic() < deadline:
+        seen = [c.labels for c in labelled_containers(docker_client)]
+        time.sleep(0.2)
+    thread.join()
+    outcome[0].assert_outcomes(passed=1)
+    assert seen, "no labelled container was seen while the model ran"
+    assert seen[0]["pytest-madengine.test"] == "models.json::m[gfx942]"
+    assert len(seen[0]["pytest-madengine.run"]) == 12
+    assert labelled_containers(docker_client) == []
+
+
+def test_build_args_reach_the_build(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.dockerfile(
+        "args",
+        body="ARG BASE_DOCKER=nothing:here\nFROM $BASE_DOCKER\nARG EXTRA=none\nRUN echo \"extra=$EXTRA\" > /extra\n",
+    )
+    zoo.script("m/run.sh", "#!/bin/bash\ncat /extra\necho 'performance: 1 x'\n")
+    zoo.models([zoo.model("m", dockerfile="docker/args")])
+    result = run(
+        pytester,
+        "-rA",
+        "--madengine-build-arg",
+        "BASE_DOCKER=pytest-madengine/busybox:latest",
+        "--madengine-build-arg",
+        "EXTRA=yes",
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["extra=yes"])
+    assert read_perf(pytester.path / "perf.csv")[0]["base_docker"] == "pytest-madengine/busybox:latest"
+
+
+def test_models_tree_is_untouched_by_a_run(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    before = {p: p.stat().st_mtime for p in Path(zoo.root / "scripts").rglob("*")}
+    run(pytester).assert_outcomes(passed=1)
+    assert {p: p.stat().st_mtime for p in Path(zoo.root / "scripts").rglob("*")} == before

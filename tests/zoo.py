@@ -1,0 +1,65 @@
+"""Test helpers: a tiny model zoo in MAD's layout, and readers for what the plugin writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import docker
+
+BASE_IMAGE = "pytest-madengine/busybox:latest"
+
+DOCKERFILE = """# CONTEXT {{'gpu_vendor': '{vendor}', 'guest_os': 'UBUNTU'}}
+ARG BASE_DOCKER={base}
+FROM $BASE_DOCKER
+ARG MAD_SYSTEM_GPU_ARCHITECTURE=unknown
+RUN echo "built for $MAD_SYSTEM_GPU_ARCHITECTURE" > /etc/madengine-build
+"""
+
+PERF_SCRIPT = """#!/bin/bash
+echo "hello from $MAD_MODEL_NAME on $MAD_SYSTEM_GPU_ARCHITECTURE"
+echo "performance: 42.5 samples_per_second"
+"""
+
+
+class Zoo:
+    """Writes models.json, docker/ and scripts/ under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "docker").mkdir(parents=True, exist_ok=True)
+        (root / "scripts").mkdir(parents=True, exist_ok=True)
+
+    def dockerfile(self, name: str = "dummy", vendors: tuple[str, ...] = ("amd",), body: str | None = None) -> None:
+        for vendor in vendors:
+            text = body if body is not None else DOCKERFILE.format(vendor=vendor.upper(), base=BASE_IMAGE)
+            (self.root / "docker" / f"{name}.ubuntu.{vendor}.Dockerfile").write_text(text)
+
+    def script(self, relpath: str, text: str = PERF_SCRIPT) -> None:
+        path = self.root / "scripts" / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(0o755)
+
+    def models(self, entries: list[dict[str, Any]], relpath: str = "models.json") -> Path:
+        path = self.root / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(entries, indent=2))
+        return path
+
+    def model(self, name: str, script: str = "", **fields: Any) -> dict[str, Any]:
+        script = script or f"scripts/{name}/run.sh"
+        entry: dict[str, Any] = {"name": name, "dockerfile": "docker/dummy", "scripts": script, "args": ""}
+        entry.update(fields)
+        return entry
+
+
+def read_perf(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def labelled_containers(client: docker.DockerClient) -> list[Any]:
+    return list(client.containers.list(all=True, filters={"label": "pytest-madengine.run"}))
