@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from _pytest.python import CallSpec
 from _pytest._code.code import ExceptionInfo, TerminalRepr
+from _pytest.python import CallSpec
 
 from .archs import skipped_arch, vendor_of
 from .container import ContainerStartError
@@ -161,11 +161,19 @@ class ModelItem(pytest.Function):
     def setup(self) -> None:
         """Skip before any fixture runs: no image is built for an item that will not run."""
         if self.skip_reason:
-            _skip(self.skip_reason)
+            skip_item(self.skip_reason)
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
-        listed = skipped_arch(self.spec.skip_gpu_arch, self.arch)
+        pool = runtime.pool
+        if (
+            self.arch != "cpu"
+            and self.spec.n_gpus != 0
+            and not pool.explicit
+            and self.arch not in runtime.detection.archs
+        ):
+            skip_item(f"host has no {self.arch} GPU")
+        listed = skipped_arch(self.spec.skip_gpu_arch, self.arch, pool.product_name())
         if listed and not runtime.settings.ignore_skip_gpu_arch:
-            _skip(f"model not supported on {self.arch}: skip_gpu_arch lists {listed}")
+            skip_item(f"model not supported on {self.arch}: skip_gpu_arch lists {listed}")
         super().setup()
 
     def row_facts(self, image: BuiltImage | None, n_gpus: int, test_duration: float = 0.0) -> RowFacts:
@@ -189,6 +197,7 @@ class ModelItem(pytest.Function):
         image = self.funcargs["madengine_image"]
         lease = self.funcargs["madengine_gpus"]
         assert isinstance(image, BuiltImage) and isinstance(lease, Lease)
+        self.user_properties.append(("gpus", lease.ids_text))
         timeout, source = runtime.settings.timeout_for(self.spec.timeout)
         options = container_options(
             self.spec, self.arch, image.tag, lease, runtime.run_id, runtime.worker_id, self.nodeid
@@ -222,7 +231,7 @@ def image_base(dockerfile: Dockerfile | None) -> str:
     return dockerfile.base_name if dockerfile else "none"
 
 
-def _skip(reason: str) -> NoReturn:
+def skip_item(reason: str) -> NoReturn:
     """Skip with the item's location (models.json), not this module's, in the summary."""
     raise pytest.skip.Exception(reason, _use_item_location=True)
 

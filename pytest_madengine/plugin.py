@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 
+from .archs import vendor_of
+from .gpu_detect import Detection, detect_gpus
 from .images import BuiltImage, ImageBuildError
-from .lease import NO_GPUS, Lease
-from .nodes import ModelItem, ModelsFile
+from .lease import Lease
+from .nodes import ModelItem, ModelsFile, skip_item
 from .perfcsv import PerfCsvError, append_rows, check_writable
 from .results import FAILURE, SKIPPED, Result
 from .rows import junit_properties, perf_row
-from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
+from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime, pool_of, remove_run_containers
 from .settings import addoption, read_settings
 
 
@@ -34,10 +36,39 @@ def _writes_reports(config: pytest.Config) -> bool:
     )
 
 
+DETECTION_KEY = pytest.StashKey[Detection]()
+
+
+def _detection(config: pytest.Config) -> Detection:
+    """Probe the host once per session, on the controller; workers get the result."""
+    if DETECTION_KEY not in config.stash:
+        config.stash[DETECTION_KEY] = detect_gpus(timeout=float(config.getoption("madengine_probe_timeout")))
+    return config.stash[DETECTION_KEY]
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per GPU in the pool, and at least one."""
+    return max(1, pool_of(_detection(config), read_settings(config)).size)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "madengine: an item made from a models.json entry")
-    runtime = Runtime.create(read_settings(config), getattr(config, "workerinput", None))
+    workerinput = getattr(config, "workerinput", None)
+    settings = read_settings(config)
+    runtime = Runtime.create(settings, workerinput, None if workerinput else _detection(config))
     config.stash[RUNTIME_KEY] = runtime
+    if not workerinput:
+        for warning in runtime.detection.warnings:
+            config.issue_config_time_warning(pytest.PytestWarning(f"GPU detection: {warning}"), stacklevel=2)
+        if runtime.pool.explicit and runtime.pool.ids and not runtime.pool.has_devices:
+            config.issue_config_time_warning(
+                pytest.PytestWarning(
+                    "--madengine-gpus names GPUs but this host has no GPU devices: "
+                    "leases are exclusive as usual, containers get no devices"
+                ),
+                stacklevel=2,
+            )
     if _writes_reports(config):
         try:
             check_writable(runtime.settings.perf_csv)
@@ -51,6 +82,20 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_configure_node(node: Any) -> None:
     """xdist: hand the run id and shared directory to each worker."""
     node.workerinput.update(node.config.stash[RUNTIME_KEY].worker_input())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist: a worker that died (SIGKILL, crash) cannot remove its containers; the controller does."""
+    if error is None:
+        return
+    runtime: Runtime = node.config.stash[RUNTIME_KEY]
+    worker = str(node.workerinput.get("workerid", ""))
+    removed = remove_run_containers(runtime, worker=worker)
+    if removed:
+        node.config.issue_config_time_warning(
+            pytest.PytestWarning(f"removed {removed} container(s) left by crashed worker {worker}"), stacklevel=2
+        )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -75,10 +120,36 @@ def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
     return runtime.builder().get(item.build_request(runtime.settings.build_args))
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    runtime: Runtime = config.stash[RUNTIME_KEY]
+    lines = [runtime.detection.header_line(), runtime.pool.describe()]
+    if runtime.detection.driver_version:
+        lines.append(f"madengine driver: {runtime.detection.driver_version}")
+    lines.extend(f"madengine GPU detection warning: {w}" for w in runtime.detection.warnings)
+    return lines
+
+
 @pytest.fixture
 def madengine_gpus(request: pytest.FixtureRequest) -> Generator[Lease, None, None]:
-    """The GPUs this item holds while it runs."""
-    yield NO_GPUS
+    """The GPUs this item holds while it runs, exclusive across all workers of the session."""
+    item = request.node
+    if not isinstance(item, ModelItem):
+        raise pytest.UsageError("madengine_gpus is for models.json items")
+    runtime: Runtime = request.config.stash[RUNTIME_KEY]
+    pool = runtime.pool
+    wanted = pool.size if item.spec.n_gpus == -1 else item.spec.n_gpus
+    if wanted > pool.size:
+        skip_item(f"needs {wanted} GPU{'s' if wanted != 1 else ''}, the pool has {pool.size}")
+    vendor = vendor_of(item.arch)
+    if wanted == 0:
+        yield pool.lease((), vendor)
+        return
+    allocator = runtime.allocator()
+    grant = allocator.acquire(wanted, holder=item.nodeid)
+    try:
+        yield pool.lease(grant.ids, vendor)
+    finally:
+        allocator.release(grant, holder=item.nodeid)
 
 
 def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -14,6 +15,10 @@ import docker
 import docker.errors
 import pytest
 
+from .container import RUN_LABEL, remove_container
+from .gpu_allocator import GpuAllocator
+from .gpu_detect import Detection, detect_gpus
+from .gpu_pool import Pool, PoolError, make_pool
 from .images import ImageBuilder
 from .settings import Settings
 
@@ -38,33 +43,54 @@ class Runtime:
     run_id: str
     shared_dir: Path
     owns_shared_dir: bool
+    detection: Detection
+    pool: Pool
     worker_id: str = "controller"
+    _allocator: GpuAllocator | None = None
     _client: docker.DockerClient | None = None
     _client_error: str | None = None
     _builder: ImageBuilder | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, settings: Settings, workerinput: dict[str, Any] | None) -> Runtime:
-        """The controller makes the run id and shared dir; workers receive them."""
+    def create(
+        cls, settings: Settings, workerinput: dict[str, Any] | None, detection: Detection | None = None
+    ) -> Runtime:
+        """The controller detects GPUs and makes the run id and shared dir; workers receive them."""
         if workerinput and "madengine_run_id" in workerinput:
+            detection = Detection.from_dict(json.loads(workerinput["madengine_detection"]))
             return cls(
                 settings=settings,
                 run_id=str(workerinput["madengine_run_id"]),
                 shared_dir=Path(workerinput["madengine_shared_dir"]),
                 owns_shared_dir=False,
+                detection=detection,
+                pool=pool_of(detection, settings),
                 worker_id=str(workerinput.get("workerid", "worker")),
             )
+        detection = detection if detection is not None else detect_gpus(timeout=settings.probe_timeout)
+        pool = pool_of(detection, settings)
         run_id = uuid.uuid4().hex[:12]
         shared = Path(tempfile.mkdtemp(prefix=f"pytest-madengine-{run_id}-"))
-        return cls(settings=settings, run_id=run_id, shared_dir=shared, owns_shared_dir=True)
+        return cls(
+            settings=settings, run_id=run_id, shared_dir=shared, owns_shared_dir=True, detection=detection, pool=pool
+        )
 
     def archs(self) -> tuple[str, ...]:
         """The archs to make items for: the user's, else the host's, else cpu."""
-        return self.settings.archs or ("cpu",)
+        return self.settings.archs or self.detection.archs or ("cpu",)
 
     def worker_input(self) -> dict[str, str]:
-        return {"madengine_run_id": self.run_id, "madengine_shared_dir": str(self.shared_dir)}
+        return {
+            "madengine_run_id": self.run_id,
+            "madengine_shared_dir": str(self.shared_dir),
+            "madengine_detection": json.dumps(self.detection.to_dict()),
+        }
+
+    def allocator(self) -> GpuAllocator:
+        if self._allocator is None:
+            self._allocator = GpuAllocator(self.shared_dir / "gpus", self.pool.ids, lease_log=self.settings.lease_log)
+        return self._allocator
 
     def client(self) -> docker.DockerClient:
         """Connect once; a failure is remembered so every item reports the same one line."""
@@ -91,3 +117,24 @@ class Runtime:
             self._client.close()
         if self.owns_shared_dir:
             shutil.rmtree(self.shared_dir, ignore_errors=True)
+
+
+def pool_of(detection: Detection, settings: Settings) -> Pool:
+    try:
+        return make_pool(detection, settings.gpus)
+    except PoolError as exc:
+        raise pytest.UsageError(f"--madengine-gpus: {exc}") from None
+
+
+def remove_run_containers(runtime: Runtime, worker: str | None = None) -> int:
+    """Force-remove this run's containers (one worker's, when named); return how many."""
+    labels = [f"{RUN_LABEL}={runtime.run_id}"]
+    if worker:
+        labels.append(f"pytest-madengine.worker={worker}")
+    try:
+        containers = runtime.client().containers.list(all=True, filters={"label": labels})
+    except (DockerUnavailable, docker.errors.DockerException):
+        return 0
+    for container in containers:
+        remove_container(container)
+    return len(containers)

@@ -60,6 +60,25 @@ def addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run models even on archs their skip_gpu_arch lists",
     )
+    group.addoption(
+        "--madengine-gpus",
+        default=None,
+        metavar="IDS",
+        help="the GPU pool to lease from: ids and ranges (0,2-5) or 'none'; default: every detected GPU",
+    )
+    group.addoption(
+        "--madengine-probe-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="limit for each GPU detection tool (amd-smi, rocminfo, rocm-smi, nvidia-smi); default 5",
+    )
+    group.addoption(
+        "--madengine-lease-log",
+        default=None,
+        metavar="PATH",
+        help="append one JSON line per GPU lease acquired and released (ids, test, time)",
+    )
     parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
     parser.addini(
         "madengine_timeout",
@@ -78,6 +97,9 @@ class Settings:
     timeout_default: int = DEFAULT_TIMEOUT
     guest_os: str = "UBUNTU"
     ignore_skip_gpu_arch: bool = False
+    gpus: str | None = None
+    probe_timeout: float = 5.0
+    lease_log: Path | None = None
 
     def timeout_for(self, model_timeout: int) -> tuple[int, str]:
         """(seconds, where it came from): the option, then models.json, then the ini default."""
@@ -119,4 +141,7 @@ def read_settings(config: pytest.Config) -> Settings:
         timeout_default=timeout_default,
         guest_os=str(config.getoption("madengine_guest_os")).upper(),
         ignore_skip_gpu_arch=bool(config.getoption("madengine_ignore_skip_gpu_arch")),
+        gpus=config.getoption("madengine_gpus"),
+        probe_timeout=float(config.getoption("madengine_probe_timeout")),
+        lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )

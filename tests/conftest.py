@@ -9,6 +9,7 @@ import docker.errors
 import pytest
 from zoo import BASE_IMAGE, Zoo
 
+
 @pytest.fixture(scope="session")
 def docker_client() -> Iterator[docker.DockerClient]:
     """The real engine. Its absence is a failure: these tests are about running containers."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from zoo import Zoo
 
 
@@ -77,7 +76,9 @@ def test_location_points_at_models_json(pytester: pytest.Pytester, two_models: Z
 
 
 def test_setup_plan_shows_the_fixtures(pytester: pytest.Pytester, two_models: Zoo) -> None:
-    result = pytester.runpytest("--madengine-arch", "gfx942", "--setup-plan", "-k", "resnet")
+    result = pytester.runpytest(
+        "--madengine-arch", "gfx942", "--madengine-gpus", "none", "--setup-plan", "-k", "resnet"
+    )
     result.stdout.fnmatch_lines(["*SETUP    F madengine_image*", "*SETUP    F madengine_gpus*", "*resnet[[]gfx942[]]*"])
     assert result.ret == 0
 
@@ -143,7 +144,9 @@ def test_bad_input_is_a_clear_collection_error(pytester: pytest.Pytester, zoo: Z
     (zoo.root / "other" / "scripts" / "g").mkdir(parents=True)
     (zoo.root / "other" / "scripts" / "g" / "run.sh").write_text("echo\n")
     (zoo.root / "other" / "docker" / "g.ubuntu.amd.Dockerfile").write_text("FROM x\n")
-    (zoo.root / "other" / "models.json").write_text('[{"name": "good", "dockerfile": "docker/g", "scripts": "scripts/g/run.sh"}]')
+    (zoo.root / "other" / "models.json").write_text(
+        '[{"name": "good", "dockerfile": "docker/g", "scripts": "scripts/g/run.sh"}]'
+    )
     (zoo.root / "models.json").write_text(text)
     result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
     output = result.stdout.str()
@@ -158,4 +161,6 @@ def test_a_bad_model_does_not_hide_its_neighbours(pytester: pytest.Pytester, zoo
     zoo.script("ok/run.sh")
     zoo.models([zoo.model("ok", script="scripts/ok/run.sh"), zoo.model("bad", script="scripts/ok/run.sh", n_gpus="x")])
     result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q", "--continue-on-collection-errors")
-    result.stdout.fnmatch_lines(["models.json::ok[[]gfx942[]]", "*models.json: model 'bad': field 'n_gpus'*", "ERROR models.json::bad"])
+    result.stdout.fnmatch_lines(
+        ["models.json::ok[[]gfx942[]]", "*models.json: model 'bad': field 'n_gpus'*", "ERROR models.json::bad"]
+    )

@@ -90,14 +90,15 @@ def test_not_a_list(root: Path) -> None:
         ({"n_gpus": "-3"}, r"model 'm': field 'n_gpus' must be -1 \(all\) or >= 0"),
         ({"timeout": "soon"}, r"model 'm': field 'timeout' must be an integer, got 'soon'"),
         ({"timeout": 1.5}, r"model 'm': field 'timeout' must be an integer"),
-        ({"scripts": "scripts/m/missing.sh"}, r"model 'm': field 'scripts' points to .*missing.sh, which does not exist"),
+        (
+            {"scripts": "scripts/m/missing.sh"},
+            r"model 'm': field 'scripts' points to .*missing.sh, which does not exist",
+        ),
         ({"tags": 3}, r"model 'm': field 'tags' must be a list of strings"),
         ({"args": ["x"]}, r"model 'm': field 'args' must be a string"),
     ],
 )
-def test_bad_model_is_reported_with_file_model_and_field(
-    root: Path, fields: dict[str, object], message: str
-) -> None:
+def test_bad_model_is_reported_with_file_model_and_field(root: Path, fields: dict[str, object], message: str) -> None:
     bad = entry(**fields)
     for key, value in fields.items():
         if value is None:
@@ -115,7 +116,7 @@ def test_duplicate_name_keeps_first_and_reports_second(root: Path) -> None:
     path = write(root, [entry(), entry(args="x")])
     loaded = load_models(path)
     assert [s.args for s in loaded.specs] == [""]
-    ((name, line, text),) = loaded.errors
+    ((_, line, text),) = loaded.errors
     assert "model 'm': field 'name' duplicates the model at entry #0" in text
     assert line > 0
 

@@ -11,14 +11,16 @@ import docker
 import pytest
 from zoo import Zoo, labelled_containers, read_perf
 
-ARCH = ("--madengine-arch", "gfx942")
+ARCH = ("--madengine-arch", "gfx942", "--madengine-gpus", "none")
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
     return pytester.runpytest_subprocess(*ARCH, "--madengine-perf-csv", "perf.csv", "-p", "no:cacheprovider", *args)
 
 
-def test_passing_model_reports_performance(pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient) -> None:
+def test_passing_model_reports_performance(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
     zoo.script(
         "m/run.sh",
         '#!/bin/bash\necho "name=$MAD_MODEL_NAME arch=$MAD_SYSTEM_GPU_ARCHITECTURE vendor=$MAD_GPU_VENDOR'
@@ -203,8 +205,12 @@ def test_build_failure_errors_each_item_after_one_attempt(pytester: pytest.Pytes
         body="FROM pytest-madengine/busybox:latest\nRUN echo about to fail && false\n",
     )
     zoo.script("m/run.sh")
-    zoo.models([zoo.model("x", script="scripts/m/run.sh", dockerfile="docker/broken"),
-                zoo.model("y", script="scripts/m/run.sh", dockerfile="docker/broken")])
+    zoo.models(
+        [
+            zoo.model("x", script="scripts/m/run.sh", dockerfile="docker/broken"),
+            zoo.model("y", script="scripts/m/run.sh", dockerfile="docker/broken"),
+        ]
+    )
     result = run(pytester, "-n", "2")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*image build failed for *broken.ubuntu.amd.Dockerfile (gfx942)*", "*about to fail*"])
@@ -223,7 +229,7 @@ def test_scripts_see_shared_folders_and_write_nothing_into_the_zoo(pytester: pyt
     zoo.script(
         "m/run.sh",
         "#!/bin/bash\n. ../scripts/common/lib.sh\ncat sibling.txt\necho junk > out.txt\n"
-        "echo junk > ../scripts/common/leak.txt\necho \"performance: 1 $value\"\n",
+        'echo junk > ../scripts/common/leak.txt\necho "performance: 1 $value"\n',
     )
     (zoo.root / "scripts" / "m" / "sibling.txt").write_text("sibling-data\n")
     zoo.models([zoo.model("m")])
@@ -259,7 +265,7 @@ def test_containers_carry_the_run_label_while_running(
 def test_build_args_reach_the_build(pytester: pytest.Pytester, zoo: Zoo) -> None:
     zoo.dockerfile(
         "args",
-        body="ARG BASE_DOCKER=nothing:here\nFROM $BASE_DOCKER\nARG EXTRA=none\nRUN echo \"extra=$EXTRA\" > /extra\n",
+        body='ARG BASE_DOCKER=nothing:here\nFROM $BASE_DOCKER\nARG EXTRA=none\nRUN echo "extra=$EXTRA" > /extra\n',
     )
     zoo.script("m/run.sh", "#!/bin/bash\ncat /extra\necho 'performance: 1 x'\n")
     zoo.models([zoo.model("m", dockerfile="docker/args")])

@@ -11,11 +11,10 @@ import time
 from pathlib import Path
 
 import docker
-import pytest
 from zoo import Zoo, read_perf
 
 MODELS = 20
-SCRIPT = "#!/bin/bash\ni=0\nwhile [ $i -lt 200 ]; do i=$((i+1)); done\necho \"performance: $i iterations\"\n"
+SCRIPT = '#!/bin/bash\ni=0\nwhile [ $i -lt 200 ]; do i=$((i+1)); done\necho "performance: $i iterations"\n'
 
 
 def test_plugin_against_plain_docker_run(tmp_path: Path, docker_client: docker.DockerClient) -> None:
@@ -27,8 +26,12 @@ def test_plugin_against_plain_docker_run(tmp_path: Path, docker_client: docker.D
     zoo.models([zoo.model(name) for name in names])
     pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--madengine-arch", "gfx942"]
     # Warm-up: builds the image once; both sides then use the same image.
-    warm = subprocess.run([*pytest_cmd, "-k", names[0], "--madengine-perf-csv", str(tmp_path / "warm.csv")],
-                          cwd=zoo.root, capture_output=True, text=True)
+    warm = subprocess.run(
+        [*pytest_cmd, "-k", names[0], "--madengine-perf-csv", str(tmp_path / "warm.csv")],
+        cwd=zoo.root,
+        capture_output=True,
+        text=True,
+    )
     assert warm.returncode == 0, warm.stdout
     image = read_perf(tmp_path / "warm.csv")[0]["docker_image"]
 
@@ -42,13 +45,16 @@ def test_plugin_against_plain_docker_run(tmp_path: Path, docker_client: docker.D
     plain = time.perf_counter() - started
 
     started = time.perf_counter()
-    result = subprocess.run([*pytest_cmd, "--madengine-perf-csv", str(tmp_path / "perf.csv")], cwd=zoo.root,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [*pytest_cmd, "--madengine-perf-csv", str(tmp_path / "perf.csv")], cwd=zoo.root, capture_output=True, text=True
+    )
     plugin = time.perf_counter() - started
     assert result.returncode == 0, result.stdout
     rows = read_perf(tmp_path / "perf.csv")
     assert [r["status"] for r in rows] == ["SUCCESS"] * MODELS
 
     ratio = plugin / plain
-    print(f"\nbackbone benchmark: {MODELS} models, plain docker run {plain:.2f} s, plugin {plugin:.2f} s, "
-          f"ratio plugin/plain = {ratio:.2f} (target <= 1.5)")
+    print(
+        f"\nbackbone benchmark: {MODELS} models, plain docker run {plain:.2f} s, plugin {plugin:.2f} s, "
+        f"ratio plugin/plain = {ratio:.2f} (target <= 1.5)"
+    )
