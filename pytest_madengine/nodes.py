@@ -8,7 +8,11 @@ from typing import Any, NoReturn
 
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
-from _pytest.python import CallSpec
+
+try:  # pytest >= 9.2
+    from _pytest.python import CallSpec
+except ImportError:  # pytest 8.4 - 9.1
+    from _pytest.python import CallSpec2 as CallSpec  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 from .archs import skipped_arch, vendor_of
 from .container import ContainerStartError

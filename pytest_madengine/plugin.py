@@ -16,7 +16,7 @@ from .lease import Lease
 from .nodes import ModelItem, ModelsFile, skip_item
 from .perfcsv import PerfCsvError, append_rows, check_writable
 from .results import FAILURE, SKIPPED, Result
-from .rows import junit_properties, perf_row
+from .rows import RowFacts, junit_properties, perf_row
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime, pool_of, remove_run_containers
 from .settings import addoption, read_settings
 
@@ -191,6 +191,17 @@ def pytest_runtest_makereport(
     return report
 
 
+def crashed_worker_rows(report: pytest.TestReport) -> list[dict[str, str]]:
+    """xdist reports a crashed worker's item with when='???' and nothing of ours: keep a row anyway."""
+    path, _, rest = report.nodeid.partition("::")
+    if str(report.when) != "???" or not report.failed or not path.endswith("models.json") or "[" not in rest:
+        return []
+    name, _, params = rest.partition("[")
+    arch = params.rstrip("]").split("-", 1)[0]
+    facts = RowFacts(n_gpus=0, training_precision="", args="", tags=(), docker_file="", gpu_architecture=arch)
+    return [perf_row(Result(name, "", "", FAILURE, "worker crashed"), facts)]
+
+
 class PerfCsvWriter:
     """Registered on the process that writes reports; appends each report's rows as it arrives,
     so a crash mid-run leaves the rows of finished models in place."""
@@ -199,7 +210,7 @@ class PerfCsvWriter:
         self.path = path
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        rows = getattr(report, "madengine_rows", None)
+        rows = getattr(report, "madengine_rows", None) or crashed_worker_rows(report)
         if not rows:
             return
         try:

@@ -1,0 +1,394 @@
+"""GPU pool, exclusive leases across processes, and the plugin's GPU behaviour on fake hosts."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import docker
+import pytest
+from zoo import Zoo, labelled_containers, read_perf
+
+from pytest_madengine.execute import container_options
+from pytest_madengine.gpu_allocator import GpuAllocator, token_alive
+from pytest_madengine.gpu_detect import Detection, Gpu
+from pytest_madengine.gpu_pool import PoolError, make_pool, parse_gpu_ids
+from pytest_madengine.models import ModelSpec
+
+FAKEHOSTS = Path(__file__).parent / "fakehosts"
+BASE_PATH = os.environ["PATH"]
+
+
+def host_path(host: str) -> str:
+    return f"{FAKEHOSTS / host / 'bin'}:{BASE_PATH}"
+
+
+# --- the pool ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "ids"),
+    [("0,2-5", (0, 2, 3, 4, 5)), ("3,1,1", (1, 3)), ("none", ()), ("7-7", (7,)), (" 0 , 1 ", (0, 1))],
+)
+def test_gpu_id_lists(text: str, ids: tuple[int, ...]) -> None:
+    assert parse_gpu_ids(text) == ids
+
+
+@pytest.mark.parametrize("text", ["a", "3-1", "-1", "1-x"])
+def test_bad_gpu_id_lists(text: str) -> None:
+    with pytest.raises(PoolError):
+        parse_gpu_ids(text)
+
+
+AMD = Detection(
+    gpus=tuple(
+        Gpu(
+            index=i,
+            vendor="AMD",
+            arch="gfx942",
+            product_name="AMD Instinct MI300X",
+            render_node=f"/dev/dri/renderD{128 + 8 * i}",
+        )
+        for i in range(4)
+    ),
+    warnings=(),
+)
+NVIDIA = Detection(
+    gpus=tuple(Gpu(index=i, vendor="NVIDIA", arch="sm_90", product_name="NVIDIA H100 80GB HBM3") for i in range(2)),
+    warnings=(),
+)
+
+
+def test_explicit_ids_must_exist_on_a_host_with_gpus() -> None:
+    with pytest.raises(PoolError, match=r"GPU 5 is not on this host \(it has 0,1,2,3\)"):
+        make_pool(AMD, "0,5")
+    assert make_pool(Detection((), ()), "0-7").ids == tuple(range(8))
+
+
+def spec() -> ModelSpec:
+    return ModelSpec(name="m", source=Path("models.json"), lineno=0, root=Path("."), dockerfile="d", scripts="run.sh")
+
+
+def test_amd_lease_passes_kfd_and_the_leased_render_nodes() -> None:
+    pool = make_pool(AMD, None)
+    lease = pool.lease((1, 3), "AMD")
+    options = container_options(spec(), "gfx942", "img", lease, "run", "gw0", "id")
+    assert options["devices"] == [
+        "/dev/kfd:/dev/kfd:rwm",
+        "/dev/dri/renderD136:/dev/dri/renderD136:rwm",
+        "/dev/dri/renderD152:/dev/dri/renderD152:rwm",
+    ]
+    assert options["group_add"] == ["video"]
+    env = options["environment"]
+    assert (env["MAD_RUNTIME_NGPUS"], env["MAD_SYSTEM_NGPUS"], env["MAD_HOST_GPU_IDS"]) == ("2", "4", "1,3")
+    assert env["MAD_SYSTEM_GPU_PRODUCT_NAME"] == "AMD Instinct MI300X"
+
+
+def test_nvidia_lease_requests_exactly_the_leased_ids() -> None:
+    lease = make_pool(NVIDIA, None).lease((1,), "NVIDIA")
+    options = container_options(spec(), "sm_90", "img", lease, "run", "gw0", "id")
+    (request,) = options["device_requests"]
+    assert request["DeviceIDs"] == ["1"] and request["Capabilities"] == [["gpu"]]
+    assert "devices" not in options
+
+
+def test_no_devices_for_another_vendor_or_a_host_without_gpus() -> None:
+    assert "device_requests" not in container_options(
+        spec(), "gfx942", "img", make_pool(NVIDIA, None).lease((0,), "AMD"), "r", "w", "i"
+    )
+    lease = make_pool(Detection((), ()), "0-3").lease((0, 1), "AMD")
+    options = container_options(spec(), "gfx942", "img", lease, "r", "w", "i")
+    assert "devices" not in options and options["environment"]["MAD_RUNTIME_NGPUS"] == "2"
+
+
+# --- the allocator ----------------------------------------------------------------------------
+
+WORKER = """
+import json, sys, time
+from pathlib import Path
+from pytest_madengine.gpu_allocator import GpuAllocator
+state, pool, log, counts, hold = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+alloc = GpuAllocator(Path(state), tuple(int(i) for i in pool.split(",")), poll_interval=0.01)
+for n in [int(c) for c in counts.split(",")]:
+    grant = alloc.acquire(n)
+    start = time.time()
+    time.sleep(hold)
+    end = time.time()
+    alloc.release(grant)
+    with open(log, "a") as f:
+        f.write(json.dumps({"ids": list(grant.ids), "start": start, "end": end, "n": n}) + "\\n")
+"""
+
+
+def test_leases_are_exclusive_across_processes(tmp_path: Path) -> None:
+    log = tmp_path / "leases.jsonl"
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path / "state"), "0,1,2,3", str(log), counts, "0.05"])
+        for counts in ("1,2,4,1,1", "2,1,1,4,2", "4,1,2,1,1", "1,1,3,2,1")
+    ]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0, 0]
+    leases = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(leases) == 20
+    assert all(len(lease["ids"]) == lease["n"] for lease in leases)
+    for i, a in enumerate(leases):
+        for b in leases[i + 1 :]:
+            if set(a["ids"]) & set(b["ids"]):
+                assert a["end"] <= b["start"] or b["end"] <= a["start"], (a, b)
+
+
+def test_a_big_request_is_not_starved_by_small_ones(tmp_path: Path) -> None:
+    alloc = GpuAllocator(tmp_path, (0, 1, 2, 3), poll_interval=0.01, max_bypass=3)
+    stop = threading.Event()
+    small_grants: list[float] = []
+
+    def stream() -> None:
+        # Two of these overlap, so some GPU is always busy: without a bound on bypassing,
+        # a request for all four would wait forever.
+        while not stop.is_set():
+            grant = alloc.acquire(1)
+            small_grants.append(time.monotonic())
+            time.sleep(0.05)
+            alloc.release(grant)
+
+    streams = [threading.Thread(target=stream) for _ in range(2)]
+    for thread in streams:
+        thread.start()
+    try:
+        time.sleep(0.3)
+        script = tmp_path / "big.py"
+        script.write_text(
+            "from pathlib import Path\nfrom pytest_madengine.gpu_allocator import GpuAllocator\n"
+            f"a = GpuAllocator(Path({str(tmp_path)!r}), (0, 1, 2, 3), poll_interval=0.01, max_bypass=3)\n"
+            "g = a.acquire(4)\nprint('big got', g.ids, flush=True)\na.release(g)\n"
+        )
+        big = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=30)
+    finally:
+        stop.set()
+        for thread in streams:
+            thread.join(timeout=30)
+    assert "big got (0, 1, 2, 3)" in big.stdout, big.stderr
+    assert len(small_grants) > 5
+
+
+def test_a_killed_holder_gives_its_gpus_back(tmp_path: Path) -> None:
+    script = tmp_path / "holder.py"
+    script.write_text(
+        "import time\nfrom pathlib import Path\nfrom pytest_madengine.gpu_allocator import GpuAllocator\n"
+        f"a = GpuAllocator(Path({str(tmp_path)!r}), (0, 1))\n"
+        "a.acquire(2)\nprint('held', flush=True)\ntime.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    alloc = GpuAllocator(tmp_path, (0, 1), poll_interval=0.01)
+    assert list(alloc.held().values()) == [(0, 1)]
+    holder.send_signal(signal.SIGKILL)
+    time.sleep(0.2)  # still a zombie: not reaped yet, must count as dead anyway
+    grant = alloc.acquire(2)
+    assert grant.ids == (0, 1)
+    holder.wait()
+
+
+def test_token_of_this_process_is_alive() -> None:
+    from pytest_madengine.gpu_allocator import process_token
+
+    assert token_alive(process_token())
+    assert not token_alive("999999999:1")
+
+
+# --- the plugin on fake hosts -----------------------------------------------------------------
+
+
+@pytest.fixture
+def gpu_zoo(zoo: Zoo) -> Zoo:
+    zoo.dockerfile(vendors=("amd", "nvidia"))
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m", n_gpus="1")])
+    return zoo
+
+
+@pytest.mark.parametrize(
+    ("host", "header", "items"),
+    [
+        ("mi300x_8", "madengine GPUs: 8 x AMD gfx942 (AMD Instinct MI300X)", ["models.json::m[[]gfx942[]]"]),
+        ("h100_2", "madengine GPUs: 2 x NVIDIA sm_90 (NVIDIA H100 80GB HBM3)", ["models.json::m[[]sm_90[]]"]),
+        (
+            "none",
+            "madengine GPUs: none detected",
+            ["models.json::m[[]cpu-ubuntu.amd[]]", "models.json::m[[]cpu-ubuntu.nvidia[]]"],
+        ),
+    ],
+)
+def test_header_and_archs_follow_the_host(
+    pytester: pytest.Pytester, gpu_zoo: Zoo, monkeypatch: pytest.MonkeyPatch, host: str, header: str, items: list[str]
+) -> None:
+    monkeypatch.setenv("PATH", host_path(host))
+    result = pytester.runpytest_subprocess("--collect-only")
+    result.stdout.fnmatch_lines([header])
+    result = pytester.runpytest_subprocess("--collect-only", "-q")
+    result.stdout.fnmatch_lines(items)
+
+
+def test_a_hanging_probe_costs_its_timeout_and_warns(
+    pytester: pytest.Pytester, gpu_zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", host_path("amd_hang"))
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess("--collect-only", "--madengine-probe-timeout", "1")
+    assert time.monotonic() - started < 15
+    result.stdout.fnmatch_lines(
+        ["madengine GPUs: 4 x AMD gfx90a*", "madengine GPU detection warning: amd-smi timed out after 1.0 s*"]
+    )
+    result.stdout.fnmatch_lines(["*m[[]gfx90a[]]*"])
+
+
+def test_n_auto_starts_one_worker_per_gpu(
+    pytester: pytest.Pytester, gpu_zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", host_path("mi300x_8"))
+    # -k deselects every item: xdist still starts its workers, nothing runs.
+    result = pytester.runpytest_subprocess("-n", "auto", "-k", "no_such_model")
+    result.stdout.fnmatch_lines(["created: 8/8 workers"])
+    monkeypatch.setenv("PATH", host_path("none"))
+    result = pytester.runpytest_subprocess("-n", "auto", "-k", "no_such_model", "--madengine-gpus", "0-2")
+    result.stdout.fnmatch_lines(["created: 3/3 workers"])
+    result = pytester.runpytest_subprocess("-n", "auto", "-k", "no_such_model")
+    result.stdout.fnmatch_lines(["created: 1/1 worker"])
+
+
+def test_arch_not_on_host_is_skipped_unless_no_gpu_or_explicit_pool(
+    pytester: pytest.Pytester, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", host_path("none"))
+    zoo.script("g/run.sh")
+    zoo.script("c/run.sh")
+    zoo.models([zoo.model("g", n_gpus="1"), zoo.model("c", n_gpus="0")])
+    result = pytester.runpytest_subprocess("--madengine-arch", "gfx90a", "--madengine-perf-csv", "perf.csv", "-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] models.json:*: host has no gfx90a GPU"])
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert (rows["g"]["status"], rows["g"]["reason"]) == ("SKIPPED", "host has no gfx90a GPU")
+    assert rows["c"]["status"] == "SUCCESS"
+
+
+def test_too_many_gpus_is_skipped_and_skip_gpu_arch_honoured(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    zoo.script(
+        "m/run.sh",
+        "#!/bin/bash\necho ids=$MAD_HOST_GPU_IDS n=$MAD_RUNTIME_NGPUS sys=$MAD_SYSTEM_NGPUS\necho 'performance: 1 x'\n",
+    )
+    zoo.models(
+        [
+            zoo.model("big", script="scripts/m/run.sh", n_gpus="8"),
+            zoo.model("all", script="scripts/m/run.sh", n_gpus="-1"),
+            zoo.model("notmine", script="scripts/m/run.sh", n_gpus="1", skip_gpu_arch="gfx908, gfx90a"),
+        ]
+    )
+    args = ("--madengine-arch", "gfx90a", "--madengine-gpus", "0-3", "--madengine-perf-csv", "perf.csv", "-rA")
+    result = pytester.runpytest_subprocess(*args, "--junitxml=j.xml")
+    result.assert_outcomes(passed=1, skipped=2)
+    result.stdout.fnmatch_lines(["ids=0,1,2,3 n=4 sys=4"])
+    result.stdout.fnmatch_lines(["SKIPPED*: needs 8 GPUs, the pool has 4"])
+    result.stdout.fnmatch_lines(["SKIPPED*: model not supported on gfx90a: skip_gpu_arch lists gfx90a"])
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert (rows["big"]["status"], rows["big"]["reason"]) == ("SKIPPED", "needs 8 GPUs, the pool has 4")
+    assert rows["all"]["n_gpus"] == "4"
+    assert '<property name="gpus" value="0,1,2,3"' in (pytester.path / "j.xml").read_text()
+    result = pytester.runpytest_subprocess(*args, "-k", "notmine", "--madengine-ignore-skip-gpu-arch")
+    result.assert_outcomes(passed=1)
+    assert labelled_containers(docker_client) == []
+
+
+def test_100_models_under_n4_never_share_a_gpu(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    zoo.script("m/run.sh", "#!/bin/bash\necho 'performance: 1 x'\n")
+    sizes = [1, 2, 1, 4, 1, 3, 2, 1, 1, 2]
+    zoo.models([zoo.model(f"m{i:03d}", script="scripts/m/run.sh", n_gpus=str(sizes[i % 10])) for i in range(100)])
+    result = pytester.runpytest_subprocess(
+        "--madengine-arch",
+        "gfx942",
+        "--madengine-gpus",
+        "0-3",
+        "-n",
+        "4",
+        "-q",
+        "--madengine-perf-csv",
+        "perf.csv",
+        "--madengine-lease-log",
+        "leases.jsonl",
+        timeout=600,
+    )
+    result.assert_outcomes(passed=100)
+    events = [json.loads(line) for line in (pytester.path / "leases.jsonl").read_text().splitlines()]
+    acquired = {e["ticket"]: e for e in events if e["event"] == "acquire"}
+    released = {e["ticket"]: e for e in events if e["event"] == "release"}
+    assert len(acquired) == 100 and acquired.keys() == released.keys()
+    intervals = [(set(acquired[t]["ids"]), acquired[t]["t"], released[t]["t"]) for t in acquired]
+    overlaps = [
+        (a, b)
+        for i, a in enumerate(intervals)
+        for b in intervals[i + 1 :]
+        if a[0] & b[0] and a[1] < b[2] and b[1] < a[2]
+    ]
+    assert overlaps == []
+    assert labelled_containers(docker_client) == []
+
+
+def test_a_killed_worker_releases_its_gpus(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    zoo.script("slow/run.sh", "#!/bin/bash\nsleep 120\n")
+    zoo.script("quick/run.sh", "#!/bin/bash\necho 'performance: 1 x'\n")
+    zoo.models([zoo.model("slow", n_gpus="1"), zoo.model("quick", n_gpus="1")])
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--madengine-arch",
+            "gfx942",
+            "--madengine-gpus",
+            "0",
+            "-n",
+            "2",
+            "-p",
+            "no:cacheprovider",
+            "--madengine-perf-csv",
+            "perf.csv",
+            "-v",
+        ],
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        for container in labelled_containers(docker_client):
+            if "slow" in container.labels.get("pytest-madengine.test", ""):
+                victim = int(container.labels["pytest-madengine.pid"])
+        time.sleep(0.2)
+    assert victim is not None, "the slow model never started"
+    os.kill(victim, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    text = out.decode()
+    assert re.search(r"PASSED models.json::quick\[gfx942\]", text), text
+    assert "worker 'gw" in text and "crashed while running 'models.json::slow[gfx942]'" in text
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert rows["quick"]["status"] == "SUCCESS"
+    assert (rows["slow"]["status"], rows["slow"]["reason"], rows["slow"]["gpu_architecture"]) == (
+        "FAILURE",
+        "worker crashed",
+        "gfx942",
+    )
+    assert labelled_containers(docker_client) == []
