@@ -10,7 +10,7 @@ import io
 import shlex
 import tarfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -105,10 +105,13 @@ def run_container(
     archive: bytes,
     timeout: float,
     fetch: tuple[str, ...] = (),
+    on_stopped: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Create, copy the workspace in, start, wait up to `timeout` (0: no limit), collect, remove.
 
     `options` are keyword arguments for `containers.create`; they must carry the run label.
+    `on_stopped` runs as soon as the model's processes are gone (before logs and removal), so
+    GPUs can go back to the pool without waiting for the slow parts.
     """
     labels = options.get("labels") or {}
     if RUN_LABEL not in labels:
@@ -132,10 +135,13 @@ def run_container(
         try:
             status = container.wait(timeout=timeout if timeout > 0 else None)
             exit_code = int(status.get("StatusCode", -1))
+            stopped = True
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             timed_out = True
-            _kill(container)
+            stopped = _kill(container)
         duration = time.monotonic() - started
+        if stopped and on_stopped is not None:
+            on_stopped()
         log = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
         files = {}
         for name in fetch:
@@ -154,12 +160,14 @@ def run_container(
         remove_container(container)
 
 
-def _kill(container: Any) -> None:
+def _kill(container: Any) -> bool:
+    """Kill and wait briefly; True when the container is known to have stopped."""
     try:
         container.kill()
         container.wait(timeout=KILL_GRACE_S)
     except (docker.errors.APIError, requests.exceptions.RequestException):
-        pass
+        return False
+    return True
 
 
 def remove_container(container: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,10 @@ def run_model(
     timeout: int,
     timeout_source: str,
     log_path: Path,
+    on_stopped: Callable[[], None] | None = None,
 ) -> ModelRun:
     fetch = (spec.multiple_results,) if spec.multiple_results else ()
-    outcome = run_container(client, options, workspace_archive(spec), float(timeout), fetch)
+    outcome = run_container(client, options, workspace_archive(spec), float(timeout), fetch, on_stopped)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(outcome.log, encoding="utf-8")
     verdict = judge(spec.name, outcome, spec.multiple_results, timeout, timeout_source)

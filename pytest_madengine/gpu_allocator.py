@@ -1,9 +1,10 @@
 """Exclusive GPU leases shared by every process of a session (xdist workers included).
 
-State lives in one JSON file under a file lock in the session's shared directory. Waiting is
-first come, first served with backfilling: a younger request may take free GPUs while an older
-one waits, but only a bounded number of times, so a model wanting 8 GPUs is never starved by a
-stream of 1-GPU models. Holders are identified by pid and process start time, so the GPUs of a
+State lives in one JSON file under a file lock in the session's shared directory. When GPUs are
+free, the biggest request that fits goes first (older first among equals): big leases start on an
+idle pool and small ones fill the gaps. A request that others have overtaken a bounded number of
+times goes next, the pool draining for it, so nothing waits forever: neither a model wanting 8 GPUs
+behind a stream of 1-GPU models, nor a 1-GPU model behind a stream of big ones. Holders are identified by pid and process start time, so the GPUs of a
 killed worker go back to the pool on the next request.
 """
 
@@ -77,13 +78,17 @@ class GpuAllocator:
         poll_interval: float = 0.05,
         max_bypass: int | None = None,
         lease_log: Path | None = None,
+        expected_waiters: int = 1,
+        gather_s: float = 1.0,
     ) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._path = state_dir / "gpu-leases.json"
         self._lock = FileLock(str(state_dir / "gpu-leases.lock"))
         self._pool = pool
         self._poll = poll_interval
-        self._max_bypass = max_bypass if max_bypass is not None else max(2 * len(pool), 4)
+        self._max_bypass = max_bypass if max_bypass is not None else max(len(pool), 4)
+        self._expected_waiters = expected_waiters
+        self._gather_s = gather_s
         self._lease_log = lease_log
         self._token = process_token()
 
@@ -138,24 +143,37 @@ class GpuAllocator:
     def _try_grant(self, state: dict[str, Any], ticket: str, count: int, holder: str) -> tuple[int, ...] | None:
         waiting = state["waiting"]
         position = next(i for i, w in enumerate(waiting) if w["ticket"] == ticket)
-        older = waiting[:position]
-        if any(w["bypassed"] >= self._max_bypass for w in older):
-            return None  # an older request has waited long enough: it goes next
+        me = waiting[position]
+        if not state.get("granted_any") and len(waiting) < self._expected_waiters:
+            first = state.setdefault("first_request", time.time())
+            if time.time() - first < self._gather_s:
+                return None  # session start: let every worker queue, so priority decides, not a race
+        starving = [w for w in waiting if w["bypassed"] >= self._max_bypass]
+        if starving and starving[0]["ticket"] != ticket:
+            return None  # the oldest request that waited long enough goes next; the pool drains for it
         busy = {i for h in state["held"].values() for i in h["ids"]}
         free = [i for i in self._pool if i not in busy]
         if len(free) < count:
             return None
+        for index, other in enumerate(waiting if not starving else ()):
+            if index == position or other["count"] > len(free):
+                continue
+            if other["count"] > count or (other["count"] == count and index < position):
+                return None  # a bigger (or older, same-size) request fits: it goes first
         ids = tuple(free[:count])
-        for w in older:
-            w["bypassed"] += 1
+        for other in waiting[:position]:
+            other["bypassed"] += 1
         del waiting[position]
-        state["held"][ticket] = {"ids": list(ids), "owner": self._token, "holder": holder}
+        state["granted_any"] = True
+        state["held"][ticket] = {"ids": list(ids), "owner": self._token, "holder": holder or me.get("holder", "")}
         return ids
 
     def release(self, grant: Grant, holder: str = "") -> None:
+        """Give the GPUs back; releasing twice is harmless (early release, then the fixture's)."""
         with self._state() as state:
-            state["held"].pop(grant.ticket, None)
-        self._log("release", grant, holder)
+            released = state["held"].pop(grant.ticket, None) is not None
+        if released:
+            self._log("release", grant, holder)
 
     def _log(self, event: str, grant: Grant, holder: str) -> None:
         if self._lease_log is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,6 +33,8 @@ from .rows import RowFacts, perf_row
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
 
 MARKER_DOC = "models.json tag"
+# Set by the lease fixture: gives the item's GPUs back as soon as its container has stopped.
+RELEASE_GPUS_KEY = pytest.StashKey[Callable[[], None]]()
 
 
 class ModelFailure(Exception):
@@ -207,7 +209,8 @@ class ModelItem(pytest.Function):
             self.spec, self.arch, image.tag, lease, runtime.run_id, runtime.worker_id, self.nodeid
         )
         log_path = runtime.settings.log_dir / log_file_name(self.spec, image_base(self.dockerfile), self.arch)
-        run = run_model(runtime.client(), self.spec, options, timeout, source, log_path)
+        release = self.stash.get(RELEASE_GPUS_KEY, None)
+        run = run_model(runtime.client(), self.spec, options, timeout, source, log_path, release)
         self.add_report_section("call", "stdout", run.outcome.log)
         facts = self.row_facts(image, lease.count, run.outcome.duration)
         self.madengine_rows = [perf_row(result, facts) for result in run.verdict.results]

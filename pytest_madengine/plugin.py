@@ -13,7 +13,7 @@ from .archs import vendor_of
 from .gpu_detect import Detection, detect_gpus
 from .images import BuiltImage, ImageBuildError
 from .lease import Lease
-from .nodes import ModelItem, ModelsFile, skip_item
+from .nodes import RELEASE_GPUS_KEY, ModelItem, ModelsFile, skip_item
 from .perfcsv import PerfCsvError, append_rows, check_writable
 from .results import FAILURE, SKIPPED, Result
 from .rows import RowFacts, junit_properties, perf_row
@@ -120,6 +120,22 @@ def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
     return runtime.builder().get(item.build_request(runtime.settings.build_args))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, models that need more GPUs go first (stable otherwise): big leases start on an
+    idle pool and small ones fill the gaps, rather than big ones waiting for a busy pool to drain."""
+    if not _is_worker(config):
+        return
+    pool = config.stash[RUNTIME_KEY].pool.size
+
+    def need(item: pytest.Item) -> int:
+        if not isinstance(item, ModelItem):
+            return 0
+        return pool if item.spec.n_gpus == -1 else item.spec.n_gpus
+
+    items.sort(key=need, reverse=True)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     runtime: Runtime = config.stash[RUNTIME_KEY]
     lines = [runtime.detection.header_line(), runtime.pool.describe()]
@@ -146,6 +162,7 @@ def madengine_gpus(request: pytest.FixtureRequest) -> Generator[Lease, None, Non
         return
     allocator = runtime.allocator()
     grant = allocator.acquire(wanted, holder=item.nodeid)
+    item.stash[RELEASE_GPUS_KEY] = lambda: allocator.release(grant, holder=item.nodeid)
     try:
         yield pool.lease(grant.ids, vendor)
     finally:

@@ -46,6 +46,7 @@ class Runtime:
     detection: Detection
     pool: Pool
     worker_id: str = "controller"
+    worker_count: int = 1
     _allocator: GpuAllocator | None = None
     _client: docker.DockerClient | None = None
     _client_error: str | None = None
@@ -67,6 +68,7 @@ class Runtime:
                 detection=detection,
                 pool=pool_of(detection, settings),
                 worker_id=str(workerinput.get("workerid", "worker")),
+                worker_count=int(workerinput.get("workercount", 1)),
             )
         detection = detection if detection is not None else detect_gpus(timeout=settings.probe_timeout)
         pool = pool_of(detection, settings)

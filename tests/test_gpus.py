@@ -179,6 +179,33 @@ def test_a_big_request_is_not_starved_by_small_ones(tmp_path: Path) -> None:
     assert len(small_grants) > 5
 
 
+def test_a_small_request_overtaken_too_often_goes_before_bigger_ones(tmp_path: Path) -> None:
+    """Bigger requests go first, but not forever: after max_bypass overtakes the small one is next."""
+    alloc = GpuAllocator(tmp_path, (0, 1, 2, 3), poll_interval=0.01, max_bypass=2)
+    blocker = alloc.acquire(4)
+    results: dict[str, float] = {}
+
+    def take(name: str, count: int) -> None:
+        grant = alloc.acquire(count, holder=name)
+        results[name] = time.monotonic()
+        time.sleep(0.2)
+        alloc.release(grant)
+
+    small = threading.Thread(target=take, args=("small", 1))
+    small.start()
+    time.sleep(0.2)
+    bigs = [threading.Thread(target=take, args=(f"big{i}", 4)) for i in range(4)]
+    for thread in bigs:
+        thread.start()
+        time.sleep(0.05)
+    alloc.release(blocker)
+    for thread in [small, *bigs]:
+        thread.join(timeout=30)
+    assert set(results) == {"small", "big0", "big1", "big2", "big3"}
+    order = sorted(results, key=results.__getitem__)
+    assert order.index("small") <= 2, order  # overtaken at most max_bypass times
+
+
 def test_a_killed_holder_gives_its_gpus_back(tmp_path: Path) -> None:
     script = tmp_path / "holder.py"
     script.write_text(
