@@ -18,6 +18,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
+from docker.types import DeviceRequest
 
 from .models import ModelSpec
 
@@ -99,19 +100,24 @@ def _fetch_file(container: Any, path: PurePosixPath) -> bytes | None:
     return None
 
 
-def run_container(
-    client: docker.DockerClient,
-    options: Mapping[str, Any],
-    archive: bytes,
-    timeout: float,
-    fetch: tuple[str, ...] = (),
-    on_stopped: Callable[[], None] | None = None,
-) -> RunOutcome:
-    """Create, copy the workspace in, start, wait up to `timeout` (0: no limit), collect, remove.
+@dataclass(frozen=True)
+class StartedContainer:
+    container: Any
+    started: float  # time.monotonic() at start, for the deadline
+
+    @property
+    def id(self) -> str:
+        return str(self.container.id or "")
+
+
+class DockerConnectionLost(Exception):
+    """The daemon went away while a model ran."""
+
+
+def start_container(client: docker.DockerClient, options: Mapping[str, Any], archive: bytes) -> StartedContainer:
+    """Create, copy the workspace in and start; on any failure nothing is left behind.
 
     `options` are keyword arguments for `containers.create`; they must carry the run label.
-    `on_stopped` runs as soon as the model's processes are gone (before logs and removal), so
-    GPUs can go back to the pool without waiting for the slow parts.
     """
     labels = options.get("labels") or {}
     if RUN_LABEL not in labels:
@@ -122,42 +128,63 @@ def run_container(
         raise ContainerStartError(f"image not found: {exc.explanation or exc}") from None
     except docker.errors.APIError as exc:
         raise ContainerStartError(str(exc.explanation or exc)) from None
-    started = time.monotonic()
-    timed_out = False
-    exit_code: int | None = None
     try:
         container.put_archive("/", archive)
-        try:
-            container.start()
-        except docker.errors.APIError as exc:
-            raise ContainerStartError(str(exc.explanation or exc)) from None
-        started = time.monotonic()
-        try:
-            status = container.wait(timeout=timeout if timeout > 0 else None)
-            exit_code = int(status.get("StatusCode", -1))
-            stopped = True
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-            timed_out = True
-            stopped = _kill(container)
-        duration = time.monotonic() - started
-        if stopped and on_stopped is not None:
-            on_stopped()
+        container.start()
+    except docker.errors.APIError as exc:
+        remove_container(container)
+        raise ContainerStartError(str(exc.explanation or exc)) from None
+    except BaseException:
+        remove_container(container)
+        raise
+    return StartedContainer(container=container, started=time.monotonic())
+
+
+def wait_container(
+    started: StartedContainer,
+    timeout: float,
+    fetch: tuple[str, ...] = (),
+    on_stopped: Callable[[], None] | None = None,
+) -> RunOutcome:
+    """Wait until exit or `timeout` seconds after the start (0: no limit), kill past it, collect.
+
+    `on_stopped` runs as soon as the model's processes are gone (before logs are read), so GPUs
+    go back to the pool without waiting for the slow parts. The caller removes the container.
+    """
+    container = started.container
+    timed_out = False
+    exit_code: int | None = None
+    remaining = max(timeout - (time.monotonic() - started.started), 0.01) if timeout > 0 else None
+    try:
+        status = container.wait(timeout=remaining)
+        exit_code = int(status.get("StatusCode", -1))
+        stopped = True
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+        # Over a unix socket a read timeout surfaces as a ConnectionError too: the clock tells them apart.
+        if timeout <= 0 or time.monotonic() - started.started < timeout - 0.5:
+            raise DockerConnectionLost(f"lost the connection to the Docker daemon: {exc}") from None
+        timed_out = True
+        stopped = _kill(container)
+    duration = time.monotonic() - started.started
+    if stopped and on_stopped is not None:
+        on_stopped()
+    try:
         log = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
         files = {}
         for name in fetch:
             data = _fetch_file(container, RUN_DIR / name)
             if data is not None:
                 files[name] = data
-        return RunOutcome(
-            exit_code=exit_code,
-            log=log,
-            timed_out=timed_out,
-            duration=duration,
-            container_id=container.id or "",
-            files=files,
-        )
-    finally:
-        remove_container(container)
+    except requests.exceptions.ConnectionError as exc:
+        raise DockerConnectionLost(f"lost the connection to the Docker daemon: {exc}") from None
+    return RunOutcome(
+        exit_code=exit_code,
+        log=log,
+        timed_out=timed_out,
+        duration=duration,
+        container_id=started.id,
+        files=files,
+    )
 
 
 def _kill(container: Any) -> bool:
@@ -171,7 +198,7 @@ def _kill(container: Any) -> bool:
 
 
 def remove_container(container: Any) -> None:
-    """Force-remove; a container already gone is fine."""
+    """Force-remove; a container already gone (or a daemon already gone) is fine."""
     try:
         container.remove(force=True)
     except docker.errors.NotFound:
@@ -179,3 +206,44 @@ def remove_container(container: Any) -> None:
     except docker.errors.APIError as exc:
         if "already in progress" not in str(exc):
             raise
+    except requests.exceptions.ConnectionError:
+        pass
+
+
+KEPT_LABEL = "pytest-madengine.kept"
+
+
+def keep_for_inspection(client: docker.DockerClient, started: StartedContainer, run_id: str) -> str:
+    """Freeze the finished container into an image and start an idle copy to `docker exec` into.
+
+    The copy carries KEPT_LABEL instead of the run label, so no cleanup of the run removes it.
+    """
+    container = started.container
+    container.reload()
+    image = container.commit(repository="pytest-madengine-kept", tag=started.id[:12])
+    attrs = container.attrs.get("HostConfig", {})
+    keeper = client.containers.run(
+        image.id,
+        command=["sleep", "2147483647"],
+        entrypoint=[],
+        working_dir=RUN_DIR.as_posix(),
+        labels={KEPT_LABEL: run_id},
+        devices=[
+            f"{d['PathOnHost']}:{d['PathInContainer']}:{d['CgroupPermissions']}" for d in attrs.get("Devices") or []
+        ],
+        group_add=attrs.get("GroupAdd") or None,
+        device_requests=[
+            DeviceRequest(
+                driver=r.get("Driver") or "",
+                count=r.get("Count") or 0,
+                device_ids=r.get("DeviceIDs") or [],
+                capabilities=r.get("Capabilities") or [],
+                options=r.get("Options") or {},
+            )
+            for r in attrs.get("DeviceRequests") or []
+        ]
+        or None,
+        detach=True,
+    )
+    remove_container(container)
+    return str(keeper.id)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import docker
 from docker.types import DeviceRequest
 
 from .archs import vendor_of
-from .container import RUN_DIR, RUN_LABEL, RunOutcome, run_container, script_command, workspace_archive
+from .container import RUN_DIR, RUN_LABEL, RunOutcome, StartedContainer, script_command, wait_container
 from .lease import Lease
 from .models import ModelSpec
 from .outcome import Verdict, judge
@@ -27,7 +27,14 @@ class ModelRun:
 
 
 def container_options(
-    spec: ModelSpec, arch: str, image: str, lease: Lease, run_id: str, worker: str, nodeid: str
+    spec: ModelSpec,
+    arch: str,
+    image: str,
+    lease: Lease,
+    run_id: str,
+    worker: str,
+    nodeid: str,
+    session_pid: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `containers.create`; hooks may adjust them before the start."""
     vendor = vendor_of(arch)
@@ -52,6 +59,8 @@ def container_options(
             RUN_LABEL: run_id,
             "pytest-madengine.worker": worker,
             "pytest-madengine.pid": str(os.getpid()),
+            "pytest-madengine.session-pid": str(session_pid or os.getpid()),
+            "pytest-madengine.host": socket.gethostname(),
             "pytest-madengine.test": nodeid,
         },
         "detach": True,
@@ -70,17 +79,17 @@ def log_file_name(spec: ModelSpec, dockerfile_base: str, arch: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) + ".run.log"
 
 
-def run_model(
-    client: docker.DockerClient,
+def finish_model(
     spec: ModelSpec,
-    options: dict[str, Any],
+    started: StartedContainer,
     timeout: int,
     timeout_source: str,
     log_path: Path,
     on_stopped: Callable[[], None] | None = None,
 ) -> ModelRun:
+    """Wait for the started container, save its log, and judge the run."""
     fetch = (spec.multiple_results,) if spec.multiple_results else ()
-    outcome = run_container(client, options, workspace_archive(spec), float(timeout), fetch, on_stopped)
+    outcome = wait_container(started, float(timeout), fetch, on_stopped)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(outcome.log, encoding="utf-8")
     verdict = judge(spec.name, outcome, spec.multiple_results, timeout, timeout_source)

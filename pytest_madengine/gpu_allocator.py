@@ -4,8 +4,8 @@ State lives in one JSON file under a file lock in the session's shared directory
 free, the biggest request that fits goes first (older first among equals): big leases start on an
 idle pool and small ones fill the gaps. A request that others have overtaken a bounded number of
 times goes next, the pool draining for it, so nothing waits forever: neither a model wanting 8 GPUs
-behind a stream of 1-GPU models, nor a 1-GPU model behind a stream of big ones. Holders are identified by pid and process start time, so the GPUs of a
-killed worker go back to the pool on the next request.
+behind a stream of 1-GPU models, nor a 1-GPU model behind a stream of big ones. Holders are known
+by pid and process start time, so the GPUs of a killed worker go back on the next request.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ except ImportError:  # pytest 8.4 - 9.1
     from _pytest.python import CallSpec2 as CallSpec  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 from .archs import skipped_arch, vendor_of
-from .container import ContainerStartError
+from .container import ContainerStartError, DockerConnectionLost, StartedContainer
 from .dockerfiles import Dockerfile, candidates, select
-from .execute import container_options, log_file_name, run_model
+from .execute import finish_model, log_file_name
 from .images import (
     LOG_TAIL_LINES,
     BuildRequest,
@@ -29,19 +29,22 @@ from .images import (
 )
 from .lease import Lease
 from .models import ModelsFileError, ModelSpec, load_models
+from .results import FAILURE, Result
 from .rows import RowFacts, perf_row
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
 
 MARKER_DOC = "models.json tag"
 # Set by the lease fixture: gives the item's GPUs back as soon as its container has stopped.
 RELEASE_GPUS_KEY = pytest.StashKey[Callable[[], None]]()
+# Set when the call phase failed: --madengine-keep-containers on-failure reads it at teardown.
+CALL_FAILED_KEY = pytest.StashKey[bool]()
 
 
 class ModelFailure(Exception):
     """The model ran and failed; the message is what the user needs, with the log tail."""
 
 
-def _model_test(madengine_image: BuiltImage, madengine_gpus: Lease) -> None:
+def _model_test(madengine_image: BuiltImage, madengine_gpus: Lease, madengine_container: StartedContainer) -> None:
     """Stand-in test function: it exists so that pytest resolves and shows the item's fixtures."""
 
 
@@ -150,6 +153,10 @@ class ModelItem(pytest.Function):
         self.madengine_rows: list[dict[str, str]] = []
         for tag in spec.tags:
             self.add_marker(tag)
+        limit, _ = self.config.stash[RUNTIME_KEY].settings.timeout_for(spec.timeout)
+        if limit > 0:
+            # pytest-timeout sees the model's limit; our timer hooks then enforce it on the container.
+            self.add_marker(pytest.mark.timeout(limit, func_only=True))
 
     @property
     def variant(self) -> str:
@@ -202,15 +209,22 @@ class ModelItem(pytest.Function):
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
         image = self.funcargs["madengine_image"]
         lease = self.funcargs["madengine_gpus"]
-        assert isinstance(image, BuiltImage) and isinstance(lease, Lease)
+        started = self.funcargs["madengine_container"]
+        assert isinstance(image, BuiltImage) and isinstance(lease, Lease) and isinstance(started, StartedContainer)
         self.user_properties.append(("gpus", lease.ids_text))
         timeout, source = runtime.settings.timeout_for(self.spec.timeout)
-        options = container_options(
-            self.spec, self.arch, image.tag, lease, runtime.run_id, runtime.worker_id, self.nodeid
-        )
         log_path = runtime.settings.log_dir / log_file_name(self.spec, image_base(self.dockerfile), self.arch)
         release = self.stash.get(RELEASE_GPUS_KEY, None)
-        run = run_model(runtime.client(), self.spec, options, timeout, source, log_path, release)
+        try:
+            run = finish_model(self.spec, started, timeout, source, log_path, release)
+        except DockerConnectionLost as exc:
+            self.madengine_rows = [
+                perf_row(
+                    Result(self.spec.name, "", "", FAILURE, "docker connection lost"),
+                    self.row_facts(image, lease.count),
+                )
+            ]
+            raise ModelFailure(f"model {self.spec.name} on {self.arch}: {exc}") from None
         self.add_report_section("call", "stdout", run.outcome.log)
         facts = self.row_facts(image, lease.count, run.outcome.duration)
         self.madengine_rows = [perf_row(result, facts) for result in run.verdict.results]

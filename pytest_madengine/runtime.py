@@ -15,7 +15,6 @@ import docker
 import docker.errors
 import pytest
 
-from .container import RUN_LABEL, remove_container
 from .gpu_allocator import GpuAllocator
 from .gpu_detect import Detection, detect_gpus
 from .gpu_pool import Pool, PoolError, make_pool
@@ -47,6 +46,7 @@ class Runtime:
     pool: Pool
     worker_id: str = "controller"
     worker_count: int = 1
+    session_pid: int = field(default_factory=os.getpid)
     _allocator: GpuAllocator | None = None
     _client: docker.DockerClient | None = None
     _client_error: str | None = None
@@ -69,6 +69,7 @@ class Runtime:
                 pool=pool_of(detection, settings),
                 worker_id=str(workerinput.get("workerid", "worker")),
                 worker_count=int(workerinput.get("workercount", 1)),
+                session_pid=int(workerinput.get("madengine_session_pid", os.getpid())),
             )
         detection = detection if detection is not None else detect_gpus(timeout=settings.probe_timeout)
         pool = pool_of(detection, settings)
@@ -87,6 +88,7 @@ class Runtime:
             "madengine_run_id": self.run_id,
             "madengine_shared_dir": str(self.shared_dir),
             "madengine_detection": json.dumps(self.detection.to_dict()),
+            "madengine_session_pid": str(self.session_pid),
         }
 
     def allocator(self) -> GpuAllocator:
@@ -109,6 +111,9 @@ class Runtime:
         self._client = client
         return client
 
+    def has_client(self) -> bool:
+        return self._client is not None
+
     def builder(self) -> ImageBuilder:
         if self._builder is None:
             self._builder = ImageBuilder(self.client(), self.shared_dir, self.settings.log_dir, run_id=self.run_id)
@@ -126,17 +131,3 @@ def pool_of(detection: Detection, settings: Settings) -> Pool:
         return make_pool(detection, settings.gpus)
     except PoolError as exc:
         raise pytest.UsageError(f"--madengine-gpus: {exc}") from None
-
-
-def remove_run_containers(runtime: Runtime, worker: str | None = None) -> int:
-    """Force-remove this run's containers (one worker's, when named); return how many."""
-    labels = [f"{RUN_LABEL}={runtime.run_id}"]
-    if worker:
-        labels.append(f"pytest-madengine.worker={worker}")
-    try:
-        containers = runtime.client().containers.list(all=True, filters={"label": labels})
-    except (DockerUnavailable, docker.errors.DockerException):
-        return 0
-    for container in containers:
-        remove_container(container)
-    return len(containers)

@@ -79,6 +79,18 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="append one JSON line per GPU lease acquired and released (ids, test, time)",
     )
+    group.addoption(
+        "--madengine-keep-containers",
+        choices=("never", "on-failure", "always"),
+        default="never",
+        help="keep model containers for inspection and print the `docker exec` command (default never)",
+    )
+    group.addoption(
+        "--madengine-reap",
+        action="store_true",
+        default=False,
+        help="remove containers left by earlier runs whose pytest is gone",
+    )
     parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
     parser.addini(
         "madengine_timeout",
@@ -100,6 +112,8 @@ class Settings:
     gpus: str | None = None
     probe_timeout: float = 5.0
     lease_log: Path | None = None
+    keep_containers: str = "never"
+    reap: bool = False
 
     def timeout_for(self, model_timeout: int) -> tuple[int, str]:
         """(seconds, where it came from): the option, then models.json, then the ini default."""
@@ -142,6 +156,8 @@ def read_settings(config: pytest.Config) -> Settings:
         guest_os=str(config.getoption("madengine_guest_os")).upper(),
         ignore_skip_gpu_arch=bool(config.getoption("madengine_ignore_skip_gpu_arch")),
         gpus=config.getoption("madengine_gpus"),
+        keep_containers=str(config.getoption("madengine_keep_containers")),
+        reap=bool(config.getoption("madengine_reap")),
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )

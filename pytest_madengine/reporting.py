@@ -1,0 +1,77 @@
+"""Results into reports: rows ride on each test report to the process that writes perf.csv."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from .images import BuiltImage, ImageBuildError
+from .nodes import ModelItem
+from .perfcsv import PerfCsvError, append_rows
+from .results import FAILURE, SKIPPED, Result
+from .rows import RowFacts, junit_properties, perf_row
+from .runtime import DockerUnavailable
+
+
+def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
+    if report.skipped:
+        longrepr = report.longrepr
+        if isinstance(longrepr, tuple) and len(longrepr) == 3:
+            return str(longrepr[2]).removeprefix("Skipped: ")
+        return "skipped"
+    exc = call.excinfo.value if call.excinfo else None
+    if isinstance(exc, ImageBuildError):
+        return "image build failed"
+    if isinstance(exc, DockerUnavailable):
+        return "docker unavailable"
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(exc).__name__}: {exc}" if exc else "error"
+
+
+def rows_for_report(item: ModelItem, report: pytest.TestReport, call: pytest.CallInfo[None]) -> list[dict[str, str]]:
+    """The item's rows once it has an outcome: its results, or one SKIPPED/FAILURE row with a reason."""
+    rows = item.madengine_rows
+    if not rows and (report.skipped or report.failed):
+        status = SKIPPED if report.skipped else FAILURE
+        image = item.funcargs.get("madengine_image") if hasattr(item, "funcargs") else None
+        facts = item.row_facts(image if isinstance(image, BuiltImage) else None, 0)
+        rows = [perf_row(Result(item.spec.name, "", "", status, _reason_of(report, call)), facts)]
+    item.madengine_rows = []
+    return rows
+
+
+def attach(item: ModelItem, report: pytest.TestReport, rows: list[dict[str, str]]) -> None:
+    """Rows travel on the report (xdist serialises its attributes); properties go to JUnit."""
+    report.madengine_rows = rows  # type: ignore[attr-defined]
+    item.user_properties.extend(junit_properties(rows))
+
+
+def crashed_worker_rows(report: pytest.TestReport) -> list[dict[str, str]]:
+    """xdist reports a crashed worker's item with when='???' and nothing of ours: keep a row anyway."""
+    path, _, rest = report.nodeid.partition("::")
+    if str(report.when) != "???" or not report.failed or not path.endswith("models.json") or "[" not in rest:
+        return []
+    name, _, params = rest.partition("[")
+    arch = params.rstrip("]").split("-", 1)[0]
+    facts = RowFacts(n_gpus=0, training_precision="", args="", tags=(), docker_file="", gpu_architecture=arch)
+    return [perf_row(Result(name, "", "", FAILURE, "worker crashed"), facts)]
+
+
+class PerfCsvWriter:
+    """Registered on the process that writes reports; appends each report's rows as it arrives,
+    so a crash mid-run leaves the rows of finished models in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rows = getattr(report, "madengine_rows", None) or crashed_worker_rows(report)
+        if not rows:
+            return
+        try:
+            append_rows(self.path, rows)
+        except (OSError, PerfCsvError) as exc:
+            warnings.warn(f"pytest-madengine: could not write perf.csv rows for {report.nodeid}: {exc}", stacklevel=1)
