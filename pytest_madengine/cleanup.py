@@ -11,8 +11,9 @@ from typing import Any
 
 import docker
 import docker.errors
+import requests.exceptions
 
-from .container import RUN_LABEL, remove_container
+from .container import KEPT_LABEL, RUN_LABEL
 from .gpu_allocator import token_alive
 from .runtime import DockerUnavailable, Runtime
 
@@ -43,26 +44,40 @@ def remove_run_containers(runtime: Runtime, worker: str | None = None) -> int:
     if worker:
         labels.append(f"pytest-madengine.worker={worker}")
     try:
-        containers = runtime.client().containers.list(all=True, filters={"label": labels})
-    except (DockerUnavailable, docker.errors.DockerException):
-        return 0
-    for container in containers:
-        remove_container(container)
-    return len(containers)
+        client = runtime.client()
+        ids = [c["Id"] for c in client.api.containers(all=True, filters={"label": labels})]
+    except (DockerUnavailable, docker.errors.DockerException, requests.exceptions.RequestException):
+        return 0  # the daemon is gone: so are its containers' processes
+    for container_id in ids:
+        remove_by_id(client, container_id)
+    return len(ids)
 
 
-def orphans(client: docker.DockerClient, run_id: str) -> list[Any]:
-    """Containers of earlier runs on this host whose pytest process is gone."""
+def remove_by_id(client: docker.DockerClient, container_id: str) -> None:
+    """Low-level removal: listing and removing races with workers removing their own."""
+    try:
+        client.api.remove_container(container_id, force=True)
+    except (docker.errors.NotFound, requests.exceptions.RequestException):
+        pass
+    except docker.errors.APIError as exc:
+        if "already in progress" not in str(exc):
+            raise
+
+
+def orphans(client: docker.DockerClient, run_id: str) -> list[str]:
+    """Ids of containers of earlier runs on this host whose pytest process is gone."""
     host = socket.gethostname()
     found = []
-    for container in client.containers.list(all=True, filters={"label": RUN_LABEL}):
-        labels = container.labels or {}
-        if labels.get(RUN_LABEL) == run_id or labels.get("pytest-madengine.host", host) != host:
+    for container in client.api.containers(all=True, filters={"label": RUN_LABEL}):
+        labels = container.get("Labels") or {}
+        if labels.get(RUN_LABEL) in (run_id, "") or KEPT_LABEL in labels:
+            continue  # ours, or kept on purpose for inspection
+        if labels.get("pytest-madengine.host", host) != host:
             continue
         pid = labels.get("pytest-madengine.session-pid") or labels.get("pytest-madengine.pid") or ""
         if pid.isdigit() and token_alive(f"{pid}:?"):
             continue
-        found.append(container)
+        found.append(str(container["Id"]))
     return found
 
 
@@ -71,13 +86,13 @@ def orphan_report(runtime: Runtime) -> str | None:
     try:
         client = runtime.client()
         found = orphans(client, runtime.run_id)
-    except (DockerUnavailable, docker.errors.DockerException):
+    except (DockerUnavailable, docker.errors.DockerException, requests.exceptions.RequestException):
         return None
     if not found:
         return None
     if runtime.settings.reap:
-        for container in found:
-            remove_container(container)
+        for container_id in found:
+            remove_by_id(client, container_id)
         return f"madengine: removed {len(found)} container(s) left by earlier runs whose pytest is gone"
     return (
         f"madengine: {len(found)} container(s) left by earlier runs whose pytest is gone "

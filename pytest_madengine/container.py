@@ -159,7 +159,7 @@ def wait_container(
         status = container.wait(timeout=remaining)
         exit_code = int(status.get("StatusCode", -1))
         stopped = True
-    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+    except requests.exceptions.RequestException as exc:
         # Over a unix socket a read timeout surfaces as a ConnectionError too: the clock tells them apart.
         if timeout <= 0 or time.monotonic() - started.started < timeout - 0.5:
             raise DockerConnectionLost(f"lost the connection to the Docker daemon: {exc}") from None
@@ -175,7 +175,7 @@ def wait_container(
             data = _fetch_file(container, RUN_DIR / name)
             if data is not None:
                 files[name] = data
-    except requests.exceptions.ConnectionError as exc:
+    except requests.exceptions.RequestException as exc:
         raise DockerConnectionLost(f"lost the connection to the Docker daemon: {exc}") from None
     return RunOutcome(
         exit_code=exit_code,
@@ -220,7 +220,10 @@ def keep_for_inspection(client: docker.DockerClient, started: StartedContainer, 
     """
     container = started.container
     container.reload()
-    image = container.commit(repository="pytest-madengine-kept", tag=started.id[:12])
+    # The image inherits the container's labels: blank the run label so the run's sweep spares the copy.
+    image = container.commit(
+        repository="pytest-madengine-kept", tag=started.id[:12], changes=[f'LABEL {RUN_LABEL}=""']
+    )
     attrs = container.attrs.get("HostConfig", {})
     keeper = client.containers.run(
         image.id,

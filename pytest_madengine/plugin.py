@@ -120,7 +120,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     restore_sigterm(config.stash.get(SIGTERM_KEY, None))
     if runtime is None:
         return
-    if not _is_worker(config) and _runs_tests(config) and runtime.has_client():
+    if not _is_worker(config) and _runs_tests(config) and runtime.used_docker():
         remove_run_containers(runtime)  # whatever an interrupted or killed worker left behind
     runtime.close()
 

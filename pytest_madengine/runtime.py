@@ -111,8 +111,9 @@ class Runtime:
         self._client = client
         return client
 
-    def has_client(self) -> bool:
-        return self._client is not None
+    def used_docker(self) -> bool:
+        """Whether any process of this run talked to Docker (workers leave their build state here)."""
+        return self._client is not None or (self.shared_dir / "builds").exists()
 
     def builder(self) -> ImageBuilder:
         if self._builder is None:

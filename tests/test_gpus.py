@@ -402,8 +402,8 @@ def test_a_killed_worker_releases_its_gpus(
     deadline = time.monotonic() + 60
     while victim is None and time.monotonic() < deadline:
         for container in labelled_containers(docker_client):
-            if "slow" in container.labels.get("pytest-madengine.test", ""):
-                victim = int(container.labels["pytest-madengine.pid"])
+            if "slow" in container["Labels"].get("pytest-madengine.test", ""):
+                victim = int(container["Labels"]["pytest-madengine.pid"])
         time.sleep(0.2)
     assert victim is not None, "the slow model never started"
     os.kill(victim, signal.SIGKILL)

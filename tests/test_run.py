@@ -252,7 +252,7 @@ def test_containers_carry_the_run_label_while_running(
     thread.start()
     deadline = time.monotonic() + 60
     while thread.is_alive() and not seen and time.monotonic() < deadline:
-        seen = [c.labels for c in labelled_containers(docker_client)]
+        seen = [c["Labels"] for c in labelled_containers(docker_client)]
         time.sleep(0.2)
     thread.join()
     outcome[0].assert_outcomes(passed=1)

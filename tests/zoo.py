@@ -61,5 +61,7 @@ def read_perf(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def labelled_containers(client: docker.DockerClient) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": "pytest-madengine.run"}))
+def labelled_containers(client: docker.DockerClient) -> list[dict[str, Any]]:
+    """Low-level listing (no per-container inspect), so containers removed meanwhile don't race."""
+    found = client.api.containers(all=True, filters={"label": "pytest-madengine.run"})
+    return [c for c in found if "pytest-madengine.kept" not in (c.get("Labels") or {})]
