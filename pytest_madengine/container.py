@@ -221,9 +221,7 @@ def keep_for_inspection(client: docker.DockerClient, started: StartedContainer, 
     container = started.container
     container.reload()
     # The image inherits the container's labels: blank the run label so the run's sweep spares the copy.
-    image = container.commit(
-        repository="pytest-madengine-kept", tag=started.id[:12], changes=[f'LABEL {RUN_LABEL}=""']
-    )
+    image = container.commit(repository="pytest-madengine-kept", tag=started.id[:12], changes=[f'LABEL {RUN_LABEL}=""'])
     attrs = container.attrs.get("HostConfig", {})
     keeper = client.containers.run(
         image.id,

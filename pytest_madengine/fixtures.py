@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Generator
 
+import docker.errors
 import pytest
 
 from .archs import vendor_of
@@ -12,7 +13,11 @@ from .container import StartedContainer, keep_for_inspection, remove_container, 
 from .execute import container_options
 from .images import BuiltImage
 from .lease import Lease
-from .nodes import CALL_FAILED_KEY, RELEASE_GPUS_KEY, ModelItem, skip_item
+from .manifest import BuildRecord, ManifestError
+from .nodes import BUILD_RECORD_KEY, CALL_FAILED_KEY, RELEASE_GPUS_KEY, ModelItem, skip_item
+from .registry import find_credentials, login
+from .registry import pull as pull_image
+from .registry import push as push_image
 from .runtime import RUNTIME_KEY, Runtime
 
 
@@ -25,10 +30,69 @@ def _model_item(request: pytest.FixtureRequest, fixture: str) -> ModelItem:
 
 @pytest.fixture
 def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
-    """The item's image, built at most once per session for all items and workers that share it."""
+    """The item's image: built at most once per session for all items and workers that share it
+    (and pushed once with --madengine-registry), or taken from --madengine-manifest."""
     item = _model_item(request, "madengine_image")
     runtime: Runtime = request.config.stash[RUNTIME_KEY]
-    return runtime.builder().get(item.build_request(runtime.settings.build_args))
+    if runtime.settings.manifest is not None:
+        image = image_from_manifest(runtime, item)
+    else:
+        image = runtime.builder().get(item.build_request(runtime.settings.build_args, runtime.settings.credential_file))
+        published = runtime.registry()
+        if published is not None:
+            registry, credentials = published
+            client = runtime.client()
+
+            def push(tag: str) -> str:
+                login(client, registry, credentials)
+                return push_image(client, tag, registry, credentials)
+
+            image = runtime.builder().publish_once(image, push)
+    item.stash[BUILD_RECORD_KEY] = BuildRecord(
+        item=item.name,
+        model=item.spec.name,
+        docker_image=image.tag,
+        dockerfile=str(item.dockerfile.path.relative_to(item.spec.root)) if item.dockerfile else "",
+        base_docker=image.base_docker,
+        docker_sha=image.docker_sha,
+        build_duration=image.build_duration,
+        gpu_architecture=item.arch,
+        registry_image=image.registry_image,
+    )
+    return image
+
+
+def image_from_manifest(runtime: Runtime, item: ModelItem) -> BuiltImage:
+    """The manifest's image for this item, pulled from its registry_image when not here."""
+    record = runtime.manifest().get(item.name)
+    if record is None:
+        raise ManifestError(
+            f"model {item.spec.name} ({item.name}) is not in the manifest {runtime.settings.manifest}: "
+            "build it there first (--madengine-build-only --madengine-manifest-out)"
+        )
+    client = runtime.client()
+    try:
+        local = client.images.get(record.docker_image)
+    except docker.errors.ImageNotFound:
+        if not record.registry_image:
+            raise ManifestError(
+                f"model {item.spec.name}: image {record.docker_image} is not here and the manifest has no "
+                "registry_image to pull it from"
+            ) from None
+        host = record.registry_image.split("/", 1)[0]
+        credentials = find_credentials(host, credential_file=runtime.settings.credential_file)
+        pull_image(client, record.registry_image, record.docker_image, credentials)
+        local = client.images.get(record.docker_image)
+    return BuiltImage(
+        tag=record.docker_image,
+        image_id=local.id or "",
+        build_duration=0.0,
+        reused=True,
+        log_path="",
+        base_docker=record.base_docker,
+        docker_sha=record.docker_sha,
+        registry_image=record.registry_image,
+    )
 
 
 @pytest.fixture
@@ -37,6 +101,9 @@ def madengine_gpus(request: pytest.FixtureRequest) -> Generator[Lease, None, Non
     item = _model_item(request, "madengine_gpus")
     runtime: Runtime = request.config.stash[RUNTIME_KEY]
     pool = runtime.pool
+    if runtime.settings.build_only:
+        yield pool.lease((), None)  # nothing runs: no GPU is held
+        return
     wanted = pool.size if item.spec.n_gpus == -1 else item.spec.n_gpus
     if wanted > pool.size:
         skip_item(f"needs {wanted} GPU{'s' if wanted != 1 else ''}, the pool has {pool.size}")
@@ -56,11 +123,14 @@ def madengine_gpus(request: pytest.FixtureRequest) -> Generator[Lease, None, Non
 @pytest.fixture
 def madengine_container(
     request: pytest.FixtureRequest, madengine_image: BuiltImage, madengine_gpus: Lease
-) -> Generator[StartedContainer, None, None]:
+) -> Generator[StartedContainer | None, None, None]:
     """The model's container, started last in setup (so Docker refusing it is an error, not a
     failure) and removed when the test ends, whatever way it ends."""
     item = _model_item(request, "madengine_container")
     runtime: Runtime = request.config.stash[RUNTIME_KEY]
+    if runtime.settings.build_only:
+        yield None
+        return
     options = container_options(
         item.spec,
         item.arch,

@@ -10,8 +10,8 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import docker
@@ -19,6 +19,7 @@ import docker.errors
 from filelock import FileLock
 
 from .dockerfiles import Dockerfile
+from .registry import RegistryError
 
 HASH_LABEL = "pytest-madengine.hash"
 LOG_TAIL_LINES = 50
@@ -40,12 +41,17 @@ class BuildRequest:
     def content_hash(self) -> str:
         digest = hashlib.sha256()
         digest.update(b"dockerfile\0" + self.dockerfile.path.read_bytes())
-        for path in sorted(p for p in self.context_dir.rglob("*") if p.is_file()):
+        for path in sorted(p for p in self.context_dir.rglob("*") if p.is_file() and not self._other_recipe(p)):
             digest.update(b"\0file\0" + str(path.relative_to(self.context_dir)).encode() + b"\0")
             digest.update(path.read_bytes())
         for key in sorted(self.build_args):
             digest.update(f"\0arg\0{key}={self.build_args[key]}".encode())
         return digest.hexdigest()
+
+    def _other_recipe(self, path: Path) -> bool:
+        """MAD keeps every Dockerfile in the shared `docker/` context: another model's recipe is not
+        content of this image, so editing it must not rebuild this one."""
+        return path.name.endswith("Dockerfile") and path.resolve() != self.dockerfile.path.resolve()
 
     @property
     def repository(self) -> str:
@@ -75,6 +81,11 @@ class BuiltImage:
     log_path: str
     base_docker: str
     docker_sha: str
+    registry_image: str = ""
+
+
+class PublishError(Exception):
+    """The push of a built image failed (once, for every item that needs it)."""
 
 
 class ImageBuildError(Exception):
@@ -108,6 +119,7 @@ class ImageBuilder:
         log_dir: Path,
         run_id: str,
         rebuild: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         self._client = client
         self._state_dir = shared_dir / "builds"
@@ -116,6 +128,7 @@ class ImageBuilder:
         self._run_id = run_id
         self._rebuild = rebuild
         self._memo: dict[str, BuiltImage | ImageBuildError] = {}
+        self._progress = progress
 
     def get(self, request: BuildRequest) -> BuiltImage:
         content_hash = request.content_hash()
@@ -191,6 +204,9 @@ class ImageBuilder:
                 for chunk in stream:
                     if "stream" in chunk:
                         log.write(str(chunk["stream"]))
+                        step = str(chunk["stream"]).strip()
+                        if self._progress is not None and step.startswith("Step "):
+                            self._progress(f"{tag}: {step}")
                     if "status" in chunk:
                         log.write(f"{chunk['status']} {chunk.get('progress', '')}\n")
                     if "aux" in chunk and isinstance(chunk["aux"], dict):
@@ -221,6 +237,23 @@ class ImageBuilder:
             base_docker=request.base_docker,
             docker_sha=self._base_sha(request.base_docker),
         )
+
+    def publish_once(self, image: BuiltImage, push: Callable[[str], str]) -> BuiltImage:
+        """Push an image at most once per session across workers; a failure is remembered too."""
+        state = self._state_dir / f"push-{re.sub(r'[^A-Za-z0-9_.-]', '_', image.tag)}"
+        with FileLock(str(state) + ".lock"):
+            record = state.with_suffix(".json")
+            if record.exists():
+                data = json.loads(record.read_text())
+            else:
+                try:
+                    data = {"reference": push(image.tag)}
+                except RegistryError as exc:
+                    data = {"error": str(exc)}
+                record.write_text(json.dumps(data))
+        if "error" in data:
+            raise PublishError(data["error"])
+        return replace(image, registry_image=str(data["reference"]))
 
     def _base_sha(self, base: str) -> str:
         """The base image's digest, else its id, when the engine knows it."""
@@ -256,6 +289,7 @@ __all__ = [
     "BuiltImage",
     "ImageBuildError",
     "ImageBuilder",
+    "PublishError",
     "build_args_for",
     "context_dir_for",
     "log_tail",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,12 +24,15 @@ from .images import (
     BuildRequest,
     BuiltImage,
     ImageBuildError,
+    PublishError,
     build_args_for,
     context_dir_for,
     log_tail,
 )
 from .lease import Lease
+from .manifest import BuildRecord, ManifestError
 from .models import ModelsFileError, ModelSpec, load_models
+from .registry import RegistryError
 from .results import FAILURE, Result
 from .rows import RowFacts, perf_row
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
@@ -38,6 +42,8 @@ MARKER_DOC = "models.json tag"
 RELEASE_GPUS_KEY = pytest.StashKey[Callable[[], None]]()
 # Set when the call phase failed: --madengine-keep-containers on-failure reads it at teardown.
 CALL_FAILED_KEY = pytest.StashKey[bool]()
+# Set by the image fixture: what --madengine-manifest-out records for this item.
+BUILD_RECORD_KEY = pytest.StashKey[BuildRecord]()
 
 
 class ModelFailure(Exception):
@@ -162,13 +168,17 @@ class ModelItem(pytest.Function):
     def variant(self) -> str:
         return self.dockerfile.variant if self.dockerfile else ""
 
-    def build_request(self, user_args: dict[str, str]) -> BuildRequest:
+    def build_request(self, user_args: dict[str, str], credential_file: Path | None = None) -> BuildRequest:
         assert self.dockerfile is not None
+        args = build_args_for(self.arch, user_args)
+        cred = str(self.spec.extra.get("cred", "") or "")
+        if cred:
+            args.update(cred_build_args(self.spec, cred, credential_file))
         return BuildRequest(
             dockerfile=self.dockerfile,
             context_dir=context_dir_for(self.spec.root, self.spec.dockercontext),
             arch=self.arch,
-            build_args=build_args_for(self.arch, user_args),
+            build_args=args,
         )
 
     def setup(self) -> None:
@@ -178,7 +188,8 @@ class ModelItem(pytest.Function):
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
         pool = runtime.pool
         if (
-            self.arch != "cpu"
+            not runtime.settings.build_only
+            and self.arch != "cpu"
             and self.spec.n_gpus != 0
             and not pool.explicit
             and self.arch not in runtime.detection.archs
@@ -207,6 +218,8 @@ class ModelItem(pytest.Function):
 
     def runtest(self) -> None:
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
+        if runtime.settings.build_only:
+            return  # the image fixture built it: that is the test
         image = self.funcargs["madengine_image"]
         lease = self.funcargs["madengine_gpus"]
         started = self.funcargs["madengine_container"]
@@ -248,6 +261,22 @@ class ModelItem(pytest.Function):
         return _plain_failure(excinfo.value) or super()._repr_failure_py(excinfo, style=style)
 
 
+def cred_build_args(spec: ModelSpec, cred: str, credential_file: Path | None) -> dict[str, str]:
+    """madengine's `cred`: each key of credential.json's entry becomes build arg `<CRED>_<KEY>`."""
+    entries: dict[str, Any] = {}
+    if credential_file is not None and credential_file.is_file():
+        try:
+            entries = json.loads(credential_file.read_text())
+        except ValueError:
+            raise ModelsFileError(f"{credential_file} is not valid JSON") from None
+    entry = entries.get(cred) if isinstance(entries, dict) else None
+    if not isinstance(entry, dict):
+        raise ModelsFileError(
+            f"{spec.source}: model '{spec.name}': field 'cred' names {cred!r}, which {credential_file} does not hold"
+        )
+    return {f"{cred}_{key.upper()}": str(value) for key, value in entry.items()}
+
+
 def image_base(dockerfile: Dockerfile | None) -> str:
     return dockerfile.base_name if dockerfile else "none"
 
@@ -261,6 +290,17 @@ def _plain_failure(exc: BaseException) -> str | None:
     """The text for failures that are about the model or the engine, not about plugin code."""
     if isinstance(exc, ImageBuildError):
         return f"{exc}\nbuild log: {exc.log_path}\n--- last lines of the build log ---\n{exc.tail}"
-    if isinstance(exc, (ModelFailure, DockerUnavailable, ContainerStartError)):
+    if isinstance(
+        exc,
+        (
+            ModelFailure,
+            DockerUnavailable,
+            ContainerStartError,
+            ManifestError,
+            RegistryError,
+            PublishError,
+            ModelsFileError,
+        ),
+    ):
         return str(exc)
     return None

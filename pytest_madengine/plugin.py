@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ from .fixtures import madengine_container, madengine_gpus, madengine_image
 from .gpu_detect import Detection, detect_gpus
 from .nodes import CALL_FAILED_KEY, ModelItem, ModelsFile
 from .perfcsv import PerfCsvError, check_writable
-from .reporting import PerfCsvWriter, attach, rows_for_report
+from .reporting import ManifestWriter, PerfCsvWriter, attach, build_record_of, rows_for_report
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime, pool_of
 from .settings import addoption, read_settings
 
@@ -74,6 +74,27 @@ def pytest_configure(config: pytest.Config) -> None:
             runtime.close()
             raise pytest.UsageError(str(exc)) from None
         config.pluginmanager.register(PerfCsvWriter(runtime.settings.perf_csv), "madengine-perf-csv")
+        if runtime.settings.manifest_out is not None:
+            config.pluginmanager.register(ManifestWriter(runtime.settings.manifest_out), "madengine-manifest")
+    if runtime.settings.verbose > 0 and not _is_worker(config):
+        runtime.progress = _terminal_line(config)
+
+
+def _terminal_line(config: pytest.Config) -> Callable[[str], None]:
+    """Print a line now, past output capture: long builds show their steps as they go (-v)."""
+
+    def write(line: str) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None:
+            return
+        if capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(f"[build] {line}")
+        else:
+            reporter.write_line(f"[build] {line}")
+
+    return write
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -180,6 +201,10 @@ def pytest_runtest_makereport(
     report = yield
     if not isinstance(item, ModelItem) or call.when == "teardown" or not _runs_tests(item.config):
         return report
+    if call.when == "setup" and report.passed:
+        build = build_record_of(item)
+        if build is not None:
+            report.madengine_build = build  # type: ignore[attr-defined]
     if call.when == "call":
         item.stash[CALL_FAILED_KEY] = report.failed
     if call.when == "call" or report.skipped or report.failed:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from .images import BuiltImage, ImageBuildError
-from .nodes import ModelItem
+from .images import BuiltImage, ImageBuildError, PublishError
+from .manifest import BuildRecord, ManifestError, write_manifest
+from .nodes import BUILD_RECORD_KEY, ModelItem
 from .perfcsv import PerfCsvError, append_rows
 from .results import FAILURE, SKIPPED, Result
 from .rows import RowFacts, junit_properties, perf_row
@@ -26,6 +28,10 @@ def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
         return "image build failed"
     if isinstance(exc, DockerUnavailable):
         return "docker unavailable"
+    if isinstance(exc, PublishError):
+        return "image push failed"
+    if isinstance(exc, ManifestError):
+        return "image not in manifest"
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}" if exc else "error"
@@ -75,3 +81,43 @@ class PerfCsvWriter:
             append_rows(self.path, rows)
         except (OSError, PerfCsvError) as exc:
             warnings.warn(f"pytest-madengine: could not write perf.csv rows for {report.nodeid}: {exc}", stacklevel=1)
+
+
+def build_record_of(item: ModelItem) -> dict[str, object] | None:
+    """What the manifest needs of an item whose image is ready, plus its models.json entry."""
+    record = item.stash.get(BUILD_RECORD_KEY, None)
+    if record is None:
+        return None
+    spec = item.spec
+    entry = {
+        "name": spec.name,
+        "dockerfile": spec.dockerfile,
+        "scripts": spec.scripts,
+        "args": spec.args,
+        "n_gpus": str(spec.n_gpus),
+        "tags": list(spec.tags),
+        "timeout": spec.timeout,
+        "multiple_results": spec.multiple_results,
+        "skip_gpu_arch": ",".join(spec.skip_gpu_arch),
+        "training_precision": spec.training_precision,
+        **dict(spec.extra),
+    }
+    return {"record": asdict(record), "model": entry}
+
+
+class ManifestWriter:
+    """Collects build records from reports (any worker) and rewrites the manifest as they come."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, BuildRecord] = {}
+        self.models: dict[str, dict[str, object]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, "madengine_build", None)
+        if not data:
+            return
+        record = BuildRecord(**data["record"])
+        self.records[record.item] = record
+        self.models[record.item] = data["model"]
+        write_manifest(self.path, self.records, self.models)

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from .gpu_allocator import GpuAllocator
 from .gpu_detect import Detection, detect_gpus
 from .gpu_pool import Pool, PoolError, make_pool
 from .images import ImageBuilder
+from .manifest import BuildRecord, load_manifest
+from .registry import Credentials, Registry, find_credentials
 from .settings import Settings
 
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
@@ -48,6 +51,8 @@ class Runtime:
     worker_count: int = 1
     session_pid: int = field(default_factory=os.getpid)
     _allocator: GpuAllocator | None = None
+    progress: Callable[[str], None] | None = None
+    _manifest: dict[str, BuildRecord] | None = None
     _client: docker.DockerClient | None = None
     _client_error: str | None = None
     _builder: ImageBuilder | None = None
@@ -117,8 +122,28 @@ class Runtime:
 
     def builder(self) -> ImageBuilder:
         if self._builder is None:
-            self._builder = ImageBuilder(self.client(), self.shared_dir, self.settings.log_dir, run_id=self.run_id)
+            self._builder = ImageBuilder(
+                self.client(),
+                self.shared_dir,
+                self.settings.log_dir,
+                run_id=self.run_id,
+                rebuild=self.settings.rebuild,
+                progress=self.progress,
+            )
         return self._builder
+
+    def manifest(self) -> dict[str, BuildRecord]:
+        """The --madengine-manifest records, read once per process."""
+        if self._manifest is None:
+            assert self.settings.manifest is not None
+            self._manifest = load_manifest(self.settings.manifest)
+        return self._manifest
+
+    def registry(self) -> tuple[Registry, Credentials | None] | None:
+        if not self.settings.registry:
+            return None
+        registry = Registry.parse(self.settings.registry)
+        return registry, find_credentials(registry.host, credential_file=self.settings.credential_file)
 
     def close(self) -> None:
         if self._client is not None:

@@ -91,6 +91,36 @@ def addoption(parser: pytest.Parser) -> None:
         default=False,
         help="remove containers left by earlier runs whose pytest is gone",
     )
+    group.addoption(
+        "--madengine-build-only",
+        action="store_true",
+        default=False,
+        help="build every item's image and pass; run nothing (no GPU needed, any arch)",
+    )
+    group.addoption(
+        "--madengine-rebuild", action="store_true", default=False, help="build images afresh, without cache"
+    )
+    group.addoption(
+        "--madengine-manifest-out", default=None, metavar="PATH", help="write madengine's build_manifest.json"
+    )
+    group.addoption(
+        "--madengine-manifest",
+        default=None,
+        metavar="PATH",
+        help="run with the images of a build manifest instead of building (pulled when missing locally)",
+    )
+    group.addoption(
+        "--madengine-registry",
+        default=None,
+        metavar="HOST[:PORT]/NAMESPACE",
+        help="push each built image there and record registry_image in the manifest",
+    )
+    group.addoption(
+        "--madengine-credential-file",
+        default=None,
+        metavar="PATH",
+        help="madengine's credential.json (default: credential.json in the invocation directory)",
+    )
     parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
     parser.addini(
         "madengine_timeout",
@@ -113,6 +143,13 @@ class Settings:
     probe_timeout: float = 5.0
     lease_log: Path | None = None
     keep_containers: str = "never"
+    build_only: bool = False
+    rebuild: bool = False
+    manifest_out: Path | None = None
+    manifest: Path | None = None
+    registry: str | None = None
+    credential_file: Path = Path("credential.json")
+    verbose: int = 0
     reap: bool = False
 
     def timeout_for(self, model_timeout: int) -> tuple[int, str]:
@@ -144,6 +181,16 @@ def read_settings(config: pytest.Config) -> Settings:
         timeout_default = int(raw_default)
     except ValueError:
         raise pytest.UsageError(f"ini madengine_timeout must be an integer, got {raw_default!r}") from None
+    registry = config.getoption("madengine_registry")
+    if registry:
+        from .registry import Registry
+
+        try:
+            Registry.parse(registry)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--madengine-registry: {exc}") from None
+    if config.getoption("madengine_manifest") and config.getoption("madengine_build_only"):
+        raise pytest.UsageError("--madengine-manifest runs prebuilt images: it cannot go with --madengine-build-only")
     perf = config.getoption("madengine_perf_csv")
     logs = config.getoption("madengine_log_dir")
     return Settings(
@@ -157,7 +204,19 @@ def read_settings(config: pytest.Config) -> Settings:
         ignore_skip_gpu_arch=bool(config.getoption("madengine_ignore_skip_gpu_arch")),
         gpus=config.getoption("madengine_gpus"),
         keep_containers=str(config.getoption("madengine_keep_containers")),
+        build_only=bool(config.getoption("madengine_build_only")),
+        rebuild=bool(config.getoption("madengine_rebuild")),
+        manifest_out=_path(invocation, config.getoption("madengine_manifest_out")),
+        manifest=_path(invocation, config.getoption("madengine_manifest")),
+        registry=config.getoption("madengine_registry"),
+        credential_file=_path(invocation, config.getoption("madengine_credential_file"))
+        or invocation / "credential.json",
+        verbose=int(config.getoption("verbose")),
         reap=bool(config.getoption("madengine_reap")),
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )
+
+
+def _path(base: Path, value: str | None) -> Path | None:
+    return base / value if value else None

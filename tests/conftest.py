@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import docker
 import docker.errors
 import pytest
-from zoo import BASE_IMAGE, Zoo
+from zoo import BASE_IMAGE, LocalRegistry, Zoo
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,12 @@ def zoo(pytester: pytest.Pytester) -> Zoo:
     z = Zoo(pytester.path)
     z.dockerfile()
     return z
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    if not shutil.which("docker-registry"):  # pragma: no cover - tools/setup.sh installs it
+        pytest.fail("Debian's docker-registry is required for the push tests (run tools/setup.sh)")
+    reg = LocalRegistry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()

@@ -39,7 +39,12 @@ def test_default_limit_from_ini(pytester: pytest.Pytester, slow_zoo: Zoo) -> Non
 
 @pytest.mark.parametrize(
     "mode",
-    [("-p", "no:timeout"), ("--timeout-method=signal",), ("--timeout-method=thread",), ("--timeout=1", "--timeout-method=thread")],
+    [
+        ("-p", "no:timeout"),
+        ("--timeout-method=signal",),
+        ("--timeout-method=thread",),
+        ("--timeout=1", "--timeout-method=thread"),
+    ],
 )
 def test_limit_holds_with_and_without_pytest_timeout(
     pytester: pytest.Pytester, slow_zoo: Zoo, docker_client: docker.DockerClient, mode: tuple[str, ...]
@@ -49,7 +54,9 @@ def test_limit_holds_with_and_without_pytest_timeout(
     result = run(pytester, *mode)
     assert time.monotonic() - started < 60
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*model slow on gfx942 failed: timed out after 2 s (limit from models.json)*", "started"])
+    result.stdout.fnmatch_lines(
+        ["*model slow on gfx942 failed: timed out after 2 s (limit from models.json)*", "started"]
+    )
     result.stdout.fnmatch_lines(["*1 failed, 1 passed*"])
     assert "Timeout" not in result.stdout.str().split("short test summary")[0].split("FAILURES")[-1].split("\n")[1]
     assert labelled_containers(docker_client) == []
@@ -85,7 +92,11 @@ def _wait_for(predicate: object, timeout: float = 90) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("workers", [(), ("-n", "4")])
 def test_interrupt_removes_every_container_and_keeps_finished_rows(
-    pytester: pytest.Pytester, slow_zoo: Zoo, docker_client: docker.DockerClient, sig: signal.Signals, workers: tuple[str, ...]
+    pytester: pytest.Pytester,
+    slow_zoo: Zoo,
+    docker_client: docker.DockerClient,
+    sig: signal.Signals,
+    workers: tuple[str, ...],
 ) -> None:
     models = [slow_zoo.model(f"quick{i}", script="scripts/quick/run.sh") for i in range(2)]
     models += [slow_zoo.model(f"slow{i}", script="scripts/slow/run.sh") for i in range(4 if workers else 1)]
@@ -93,7 +104,9 @@ def test_interrupt_removes_every_container_and_keeps_finished_rows(
     proc = _start(pytester, *workers)
     perf = pytester.path / "perf.csv"
     running = 4 if workers else 1
-    _wait_for(lambda: perf.exists() and len(read_perf(perf)) >= 2 and len(labelled_containers(docker_client)) >= running - 1)
+    _wait_for(
+        lambda: perf.exists() and len(read_perf(perf)) >= 2 and len(labelled_containers(docker_client)) >= running - 1
+    )
     os.kill(proc.pid, sig)
     out, _ = proc.communicate(timeout=120)
     assert labelled_containers(docker_client) == [], out
@@ -103,7 +116,9 @@ def test_interrupt_removes_every_container_and_keeps_finished_rows(
     assert "passed" in out.splitlines()[-1], out
 
 
-def test_unreachable_daemon_is_one_clear_error(pytester: pytest.Pytester, slow_zoo: Zoo, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_daemon_is_one_clear_error(
+    pytester: pytest.Pytester, slow_zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
     slow_zoo.models([slow_zoo.model(f"q{i}", script="scripts/quick/run.sh") for i in range(3)])
     monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/no-such-docker.sock")
     for extra in ((), ("-n", "2")):
@@ -147,7 +162,9 @@ def test_leftovers_of_dead_runs_are_reported_and_reaped(
     )
     try:
         result = run(pytester, "-k", "nothing")
-        result.stdout.fnmatch_lines(["madengine: 1 container(s) left by earlier runs whose pytest is gone*--madengine-reap*"])
+        result.stdout.fnmatch_lines(
+            ["madengine: 1 container(s) left by earlier runs whose pytest is gone*--madengine-reap*"]
+        )
         assert docker_client.containers.get(leftover.id)
         result = run(pytester, "-k", "nothing", "--madengine-reap")
         result.stdout.fnmatch_lines(["madengine: removed 1 container(s) left by earlier runs whose pytest is gone"])
@@ -166,7 +183,9 @@ def test_keep_containers_on_failure_prints_a_working_exec_command(
     zoo.models([zoo.model("bad"), zoo.model("good")])
     result = run(pytester, "--madengine-keep-containers", "on-failure")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*kept the container of models.json::bad[[]gfx942[]] for inspection: docker exec -it * bash*"])
+    result.stdout.fnmatch_lines(
+        ["*kept the container of models.json::bad[[]gfx942[]] for inspection: docker exec -it * bash*"]
+    )
     kept = docker_client.containers.list(filters={"label": "pytest-madengine.kept"})
     try:
         assert len(kept) == 1

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import socket
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,40 @@ def labelled_containers(client: docker.DockerClient) -> list[dict[str, Any]]:
     """Low-level listing (no per-container inspect), so containers removed meanwhile don't race."""
     found = client.api.containers(all=True, filters={"label": "pytest-madengine.run"})
     return [c for c in found if "pytest-madengine.kept" not in (c.get("Labels") or {})]
+
+
+class LocalRegistry:
+    """Debian's docker-registry on 127.0.0.1 with htpasswd auth, for real push and pull."""
+
+    user = "madtester"
+    password = "s3cret-Pa55word-xyzzy"
+
+    def __init__(self, root: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.host = f"127.0.0.1:{self.port}"
+        htpasswd = root / "htpasswd"
+        subprocess.run(["htpasswd", "-Bbc", str(htpasswd), self.user, self.password], check=True, capture_output=True)
+        config = root / "config.yml"
+        config.write_text(
+            "version: 0.1\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+            f"auth:\n  htpasswd:\n    realm: madtest\n    path: {htpasswd}\n"
+        )
+        self.proc = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("docker-registry did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

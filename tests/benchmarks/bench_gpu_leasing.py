@@ -33,16 +33,33 @@ def test_lease_efficiency_and_overlaps(tmp_path: Path, docker_client: docker.Doc
                 n, seconds = group.pop()
                 models.append((f"sleep_{len(models):02d}_g{n}", n, seconds))
     zoo.models([zoo.model(name, script="scripts/sleep/run.sh", n_gpus=str(n), args=str(s)) for name, n, s in models])
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--madengine-arch", "gfx942",
-            f"--madengine-gpus=0-{POOL - 1}"]
-    warm = subprocess.run([*base, "-k", models[0][0], "--madengine-perf-csv", str(tmp_path / "warm.csv")],
-                          cwd=zoo.root, capture_output=True, text=True)
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--madengine-arch",
+        "gfx942",
+        f"--madengine-gpus=0-{POOL - 1}",
+    ]
+    warm = subprocess.run(
+        [*base, "-k", models[0][0], "--madengine-perf-csv", str(tmp_path / "warm.csv")],
+        cwd=zoo.root,
+        capture_output=True,
+        text=True,
+    )
     assert warm.returncode == 0, warm.stdout
 
     log = Path(os.environ.get("BENCH_LEASE_LOG", tmp_path / "leases.jsonl"))
     started = time.perf_counter()
-    result = subprocess.run([*base, "-n", str(POOL), "--madengine-perf-csv", str(tmp_path / "perf.csv"),
-                             "--madengine-lease-log", str(log)], cwd=zoo.root, capture_output=True, text=True)
+    result = subprocess.run(
+        [*base, "-n", str(POOL), "--madengine-perf-csv", str(tmp_path / "perf.csv"), "--madengine-lease-log", str(log)],
+        cwd=zoo.root,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - started
     assert result.returncode == 0, result.stdout[-3000:]
     assert len(read_perf(tmp_path / "perf.csv")) == len(models)
@@ -55,8 +72,10 @@ def test_lease_efficiency_and_overlaps(tmp_path: Path, docker_client: docker.Doc
         1 for i, a in enumerate(intervals) for b in intervals[i + 1 :] if a[0] & b[0] and a[1] < b[2] and b[1] < a[2]
     )
     nominal = {name: s for name, _, s in models}
-    holds = [released[t]["t"] - acquired[t]["t"] - nominal[acquired[t]["holder"].split("::")[1].split("[")[0]]
-             for t in acquired]
+    holds = [
+        released[t]["t"] - acquired[t]["t"] - nominal[acquired[t]["holder"].split("::")[1].split("[")[0]]
+        for t in acquired
+    ]
     gpu_seconds = sum(n * s for _, n, s in models)
     lower_bound = max(gpu_seconds / POOL, max(s for _, _, s in models))
     span = max(r for _, _, r in intervals) - min(a for _, a, _ in intervals)

@@ -25,18 +25,36 @@ def test_kill_latency_after_the_deadline(tmp_path: Path, docker_client: docker.D
     zoo.dockerfile()
     zoo.script("sleepy/run.sh", "#!/bin/bash\nsleep 60\n")
     zoo.models([zoo.model(f"sleepy_{i:02d}", script="scripts/sleepy/run.sh", timeout=LIMIT) for i in range(MODELS)])
-    base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--madengine-arch", "gfx942",
-            "--madengine-gpus", "none"]
-    warm = subprocess.run([*base, "-k", "sleepy_00", "--madengine-perf-csv", str(tmp_path / "warm.csv")],
-                          cwd=zoo.root, capture_output=True, text=True)
+    base = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--madengine-arch",
+        "gfx942",
+        "--madengine-gpus",
+        "none",
+    ]
+    warm = subprocess.run(
+        [*base, "-k", "sleepy_00", "--madengine-perf-csv", str(tmp_path / "warm.csv")],
+        cwd=zoo.root,
+        capture_output=True,
+        text=True,
+    )
     assert "timed out after 2 s" in warm.stdout
 
     events: list[dict[str, Any]] = []
     stream = docker_client.events(decode=True, filters={"label": "pytest-madengine.run", "type": "container"})
     reader = threading.Thread(target=lambda: events.extend(e for e in stream), daemon=True)
     reader.start()
-    result = subprocess.run([*base, "-n", "4", "--madengine-perf-csv", str(tmp_path / "perf.csv")],
-                            cwd=zoo.root, capture_output=True, text=True)
+    result = subprocess.run(
+        [*base, "-n", "4", "--madengine-perf-csv", str(tmp_path / "perf.csv")],
+        cwd=zoo.root,
+        capture_output=True,
+        text=True,
+    )
     left = len(labelled_containers(docker_client))
     stream.close()
     reader.join(timeout=10)
@@ -47,7 +65,9 @@ def test_kill_latency_after_the_deadline(tmp_path: Path, docker_client: docker.D
     dies = {e["id"]: e["timeNano"] for e in events if e.get("status") == "die"}
     latencies = sorted((dies[i] - starts[i]) / 1e9 - LIMIT for i in starts if i in dies)
     assert len(latencies) == MODELS
-    print(f"\ntimeout benchmark: {MODELS} models past a {LIMIT} s limit under -n 4: kill latency after the "
-          f"deadline median {statistics.median(latencies):.2f} s, worst {latencies[-1]:.2f} s (target <= 2 s); "
-          f"containers left behind: {left} (target 0)")
+    print(
+        f"\ntimeout benchmark: {MODELS} models past a {LIMIT} s limit under -n 4: kill latency after the "
+        f"deadline median {statistics.median(latencies):.2f} s, worst {latencies[-1]:.2f} s (target <= 2 s); "
+        f"containers left behind: {left} (target 0)"
+    )
     assert left == 0
