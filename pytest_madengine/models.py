@@ -193,6 +193,15 @@ def parse_entry(entry: object, *, source: Path, root: Path, scope: str, index: i
     if n_gpus < -1:
         raise ModelsFileError(f"{where}: field 'n_gpus' must be -1 (all) or >= 0, got {n_gpus}")
     timeout = _int_field(entry.get("timeout", 0) if entry.get("timeout") is not None else 0, where, "timeout")
+    if entry.get("max_regression") not in (None, ""):
+        from .baseline import parse_percent
+
+        try:
+            parse_percent(str(entry["max_regression"]))
+        except ValueError as exc:
+            raise ModelsFileError(f"{where}: field 'max_regression': {exc}") from None
+    if "higher_is_better" in entry and not isinstance(entry["higher_is_better"], bool):
+        raise ModelsFileError(f"{where}: field 'higher_is_better' must be true or false")
     dockercontext = _str_field(entry, "dockercontext", where)
     if dockercontext:
         dockercontext = _rebase(scope, dockercontext)

@@ -16,6 +16,7 @@ except ImportError:  # pytest 8.4 - 9.1
     from _pytest.python import CallSpec2 as CallSpec  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 from .archs import skipped_arch, vendor_of
+from .baseline import gate_rows, parse_percent
 from .container import ContainerStartError, DockerConnectionLost, StartedContainer
 from .dockerfiles import Dockerfile, candidates, select
 from .execute import finish_model, log_file_name
@@ -241,6 +242,19 @@ class ModelItem(pytest.Function):
         self.add_report_section("call", "stdout", run.outcome.log)
         facts = self.row_facts(image, lease.count, run.outcome.duration)
         self.madengine_rows = [perf_row(result, facts) for result in run.verdict.results]
+        for row, result in zip(self.madengine_rows, run.verdict.results, strict=True):
+            row.update({f"extra.{k}": v for k, v in result.extra.items()})
+        baselines = runtime.baselines()
+        if baselines is not None:
+            own = self.spec.extra.get("max_regression")
+            threshold = parse_percent(str(own)) if own not in (None, "") else runtime.settings.max_regression
+            regressions = gate_rows(
+                self.madengine_rows, self.arch, baselines, threshold, self.spec.extra.get("higher_is_better")
+            )
+            if regressions and run.verdict.failure is None:
+                raise ModelFailure(
+                    f"model {self.spec.name} on {self.arch}: performance regression\n" + "\n".join(regressions)
+                )
         if run.verdict.failure is not None:
             raise ModelFailure(
                 f"model {self.spec.name} on {self.arch} failed: {run.verdict.failure}\n"

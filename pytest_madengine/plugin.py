@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from .baseline import BaselineError
 from .cleanup import install_sigterm_as_interrupt, orphan_report, remove_run_containers, restore_sigterm
 from .fixtures import madengine_container, madengine_gpus, madengine_image
 from .gpu_detect import Detection, detect_gpus
 from .nodes import CALL_FAILED_KEY, ModelItem, ModelsFile
 from .perfcsv import PerfCsvError, check_writable
-from .reporting import ManifestWriter, PerfCsvWriter, attach, build_record_of, rows_for_report
+from .reporting import ManifestWriter, PerfCsvWriter, ResultsCollector, attach, build_record_of, rows_for_report
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime, pool_of
 from .settings import addoption, read_settings
 
@@ -74,6 +75,12 @@ def pytest_configure(config: pytest.Config) -> None:
             runtime.close()
             raise pytest.UsageError(str(exc)) from None
         config.pluginmanager.register(PerfCsvWriter(runtime.settings.perf_csv), "madengine-perf-csv")
+        config.pluginmanager.register(ResultsCollector(runtime, int(config.getoption("verbose"))), "madengine-results")
+        if runtime.settings.baseline is not None:
+            try:
+                runtime.baselines()
+            except BaselineError as exc:
+                raise pytest.UsageError(f"--madengine-baseline: {exc}") from None
         if runtime.settings.manifest_out is not None:
             config.pluginmanager.register(ManifestWriter(runtime.settings.manifest_out), "madengine-manifest")
     if runtime.settings.verbose > 0 and not _is_worker(config):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +16,8 @@ from .nodes import BUILD_RECORD_KEY, ModelItem
 from .perfcsv import PerfCsvError, append_rows
 from .results import FAILURE, SKIPPED, Result
 from .rows import RowFacts, junit_properties, perf_row
-from .runtime import DockerUnavailable
+from .runtime import DockerUnavailable, Runtime
+from .summary import Results, html_document, json_document, markdown_table, terminal_table, write_json
 
 
 def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
@@ -121,3 +124,37 @@ class ManifestWriter:
         self.records[record.item] = record
         self.models[record.item] = data["model"]
         write_manifest(self.path, self.records, self.models)
+
+
+class ResultsCollector:
+    """On the reporting process: every result for the end-of-session table, JSON, Markdown and HTML."""
+
+    def __init__(self, runtime: Runtime, verbosity: int) -> None:
+        self.runtime = runtime
+        self.verbosity = verbosity
+        self.results = Results()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        rows = getattr(report, "madengine_rows", None) or crashed_worker_rows(report)
+        if rows:
+            tail = "\n".join(report.longreprtext.splitlines()[-60:]) if report.failed else ""
+            self.results.add(rows, report.nodeid, tail)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        lines = terminal_table(self.results, self.verbosity)
+        if lines:
+            terminalreporter.write_sep("=", "madengine results")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+    def pytest_sessionfinish(self) -> None:
+        settings, runtime = self.runtime.settings, self.runtime
+        if settings.json_out is not None:
+            write_json(settings.json_out, json_document(self.results, runtime.detection, runtime.run_id))
+        if settings.html_out is not None:
+            settings.html_out.parent.mkdir(parents=True, exist_ok=True)
+            settings.html_out.write_text(html_document(self.results, runtime.detection, runtime.run_id), "utf-8")
+        step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+        if step_summary and self.results.entries:
+            with open(step_summary, "a", encoding="utf-8") as handle:
+                handle.write(markdown_table(self.results))

@@ -16,6 +16,7 @@ import docker
 import docker.errors
 import pytest
 
+from .baseline import Baseline, load_baseline
 from .gpu_allocator import GpuAllocator
 from .gpu_detect import Detection, detect_gpus
 from .gpu_pool import Pool, PoolError, make_pool
@@ -53,6 +54,7 @@ class Runtime:
     _allocator: GpuAllocator | None = None
     progress: Callable[[str], None] | None = None
     _manifest: dict[str, BuildRecord] | None = None
+    _baselines: dict[tuple[str, str], Baseline] | None = None
     _client: docker.DockerClient | None = None
     _client_error: str | None = None
     _builder: ImageBuilder | None = None
@@ -138,6 +140,14 @@ class Runtime:
             assert self.settings.manifest is not None
             self._manifest = load_manifest(self.settings.manifest)
         return self._manifest
+
+    def baselines(self) -> dict[tuple[str, str], Baseline] | None:
+        """The --madengine-baseline values, read once per process."""
+        if self.settings.baseline is None:
+            return None
+        if self._baselines is None:
+            self._baselines = load_baseline(self.settings.baseline)
+        return self._baselines
 
     def registry(self) -> tuple[Registry, Credentials | None] | None:
         if not self.settings.registry:

@@ -121,6 +121,20 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="madengine's credential.json (default: credential.json in the invocation directory)",
     )
+    group.addoption(
+        "--madengine-baseline",
+        default=None,
+        metavar="PATH",
+        help="an earlier perf.csv (ours or madengine's) or --madengine-json file to compare with",
+    )
+    group.addoption(
+        "--madengine-max-regression",
+        default=None,
+        metavar="PCT",
+        help="fail a model worse than its baseline by more than this, e.g. 5%% (models.json max_regression wins)",
+    )
+    group.addoption("--madengine-json", default=None, metavar="PATH", help="write every result as JSON")
+    group.addoption("--madengine-html", default=None, metavar="PATH", help="write a self-contained HTML report")
     parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
     parser.addini(
         "madengine_timeout",
@@ -150,6 +164,10 @@ class Settings:
     registry: str | None = None
     credential_file: Path = Path("credential.json")
     verbose: int = 0
+    baseline: Path | None = None
+    max_regression: float | None = None
+    json_out: Path | None = None
+    html_out: Path | None = None
     reap: bool = False
 
     def timeout_for(self, model_timeout: int) -> tuple[int, str]:
@@ -191,6 +209,14 @@ def read_settings(config: pytest.Config) -> Settings:
             raise pytest.UsageError(f"--madengine-registry: {exc}") from None
     if config.getoption("madengine_manifest") and config.getoption("madengine_build_only"):
         raise pytest.UsageError("--madengine-manifest runs prebuilt images: it cannot go with --madengine-build-only")
+    max_regression = None
+    if config.getoption("madengine_max_regression") is not None:
+        from .baseline import parse_percent
+
+        try:
+            max_regression = parse_percent(config.getoption("madengine_max_regression"))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--madengine-max-regression: {exc}") from None
     perf = config.getoption("madengine_perf_csv")
     logs = config.getoption("madengine_log_dir")
     return Settings(
@@ -212,6 +238,10 @@ def read_settings(config: pytest.Config) -> Settings:
         credential_file=_path(invocation, config.getoption("madengine_credential_file"))
         or invocation / "credential.json",
         verbose=int(config.getoption("verbose")),
+        baseline=_path(invocation, config.getoption("madengine_baseline")),
+        max_regression=max_regression,
+        json_out=_path(invocation, config.getoption("madengine_json")),
+        html_out=_path(invocation, config.getoption("madengine_html")),
         reap=bool(config.getoption("madengine_reap")),
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,

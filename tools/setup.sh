@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # One step from a fresh machine to a working checkout: Docker engine, offline base image, the plugin.
+# With --test, also what the test suite needs: a local registry and a headless browser.
 set -euo pipefail
+for_tests=${1:-}
 cd "$(dirname "$0")/.."
 bash tools/ensure-docker.sh
 bash tools/base-image.sh
+if [ "$for_tests" = --test ]; then
 # The push/pull tests serve Debian's docker-registry on 127.0.0.1 with htpasswd auth.
 if ! command -v docker-registry >/dev/null 2>&1 || ! command -v htpasswd >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry apache2-utils >/dev/null
+fi
+# The HTML report is checked in a real headless browser.
+if ! command -v chromium >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 fi
 python3 -m pip install -q -e '.[dev]' 2>&1 | grep -v -i "running pip as the 'root' user" || true
 python3 -c 'import pytest_madengine' 

@@ -1,0 +1,158 @@
+"""Compare results with an earlier run and gate regressions per model (no pytest here)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_TIME_UNITS = frozenset(
+    [
+        "s",
+        "sec",
+        "secs",
+        "second",
+        "seconds",
+        "ms",
+        "msec",
+        "msecs",
+        "millisecond",
+        "milliseconds",
+        "us",
+        "usec",
+        "microsecond",
+        "microseconds",
+        "ns",
+        "nanosecond",
+        "nanoseconds",
+        "min",
+        "mins",
+        "minute",
+        "minutes",
+        "h",
+        "hr",
+        "hrs",
+        "hour",
+        "hours",
+    ]
+)
+_TIME_WORDS = re.compile(r"latency|duration|time|elapsed", re.IGNORECASE)
+
+
+class BaselineError(Exception):
+    """An unreadable baseline file."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    performance: float
+    metric: str
+
+
+def parse_percent(text: str) -> float:
+    """`5%` or `5` → 5.0."""
+    value = str(text).strip().rstrip("%").strip()
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a percentage like 5%, got {text!r}") from None
+    if number < 0:
+        raise ValueError(f"a regression threshold must be >= 0, got {text!r}")
+    return number
+
+
+def load_baseline(path: Path) -> dict[tuple[str, str], Baseline]:
+    """Latest SUCCESS value per (model, gpu_architecture), from a perf.csv (ours or madengine's) or our JSON."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise BaselineError(f"cannot read baseline {path}: {exc.strerror}") from None
+    rows: list[dict[str, str]]
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BaselineError(f"baseline {path} is not valid JSON: {exc}") from None
+        rows = [{k: str(v) for k, v in r.items()} for r in data.get("results", []) if isinstance(r, dict)]
+    else:
+        rows = list(csv.DictReader(text.splitlines()))
+        if rows and not {"model", "performance", "status"} <= set(rows[0]):
+            raise BaselineError(f"baseline {path} lacks the model, performance and status columns")
+    found: dict[tuple[str, str], Baseline] = {}
+    for row in rows:
+        if row.get("status") != "SUCCESS":
+            continue
+        try:
+            value = float(row.get("performance", ""))
+        except ValueError:
+            continue
+        found[(row.get("model", ""), row.get("gpu_architecture", ""))] = Baseline(value, row.get("metric", ""))
+    return found
+
+
+def lower_is_better(metric: str, declared: object = None) -> bool:
+    """models.json's `higher_is_better` when given; else time-like metrics (latency, ms, seconds,
+    s/iter) are lower-is-better, while rates (samples_per_second, tokens/s) are higher-is-better."""
+    if isinstance(declared, bool):
+        return not declared
+    text = metric.strip().lower()
+    numerator = re.split(r"/|_per_|-per-| per ", text, maxsplit=1)[0].strip(" _-")
+    # seconds, ms, latency_p99, s/iter, time_per_batch
+    return numerator in _TIME_UNITS or _TIME_WORDS.search(numerator) is not None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    baseline: float
+    measured: float
+    change: float  # signed percentage, (measured - baseline) / baseline * 100
+    worse_by: float  # percentage in the bad direction (negative when better)
+
+    @property
+    def relative_change(self) -> str:
+        return f"{self.change:+.2f}%"
+
+
+def compare(measured: float, baseline: float, lower_better: bool) -> Comparison:
+    if baseline == 0:
+        change = 0.0 if measured == 0 else float("inf") * (1 if measured > 0 else -1)
+    else:
+        change = (measured - baseline) / abs(baseline) * 100
+    return Comparison(baseline, measured, change, change if lower_better else -change)
+
+
+def gate_rows(
+    rows: list[dict[str, str]],
+    arch: str,
+    baselines: dict[tuple[str, str], Baseline],
+    threshold: float | None,
+    higher_is_better: object = None,
+) -> list[str]:
+    """Fill relative_change on SUCCESS rows, mark regressions past `threshold`; return their descriptions.
+
+    A row without a baseline gets `baseline: no baseline` (a key perf.csv ignores, the summaries show).
+    """
+    regressions = []
+    for row in rows:
+        if row.get("status") != "SUCCESS":
+            continue
+        base = baselines.get((row["model"], arch))
+        if base is None:
+            row["baseline"] = "no baseline"
+            continue
+        metric = row.get("metric", "")
+        lower = lower_is_better(metric, higher_is_better)
+        result = compare(float(row["performance"]), base.performance, lower)
+        row["relative_change"] = result.relative_change
+        row["baseline"] = f"{base.performance:g}"
+        if threshold is not None and result.worse_by > threshold:
+            row["status"] = "FAILURE"
+            row["reason"] = "regression"
+            direction = "lower" if lower else "higher"
+            regressions.append(
+                f"{row['model']}: baseline {base.performance:g} {metric}, measured {result.measured:g} {metric}, "
+                f"change {result.relative_change} ({direction} is better), threshold {threshold:g}%"
+            )
+    return regressions
