@@ -69,8 +69,9 @@ def _add_tree(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def workspace_archive(spec: ModelSpec) -> bytes:
-    """/myworkspace/scripts (the zoo's shared scripts) and /myworkspace/run_directory (the model's own)."""
+def workspace_archive(spec: ModelSpec, extra: Mapping[str, Path | bytes] | None = None) -> bytes:
+    """/myworkspace/scripts (the zoo's shared scripts) and /myworkspace/run_directory (the model's own),
+    plus `extra` files or directories (pre/post scripts, the step driver) by name in the run directory."""
     buffer = io.BytesIO()
     script = spec.script_path
     script_dir = script if script.is_dir() else script.parent
@@ -82,8 +83,28 @@ def workspace_archive(spec: ModelSpec) -> bytes:
         scripts_root = spec.root / "scripts"
         if scripts_root.is_dir():
             _add_tree(tar, scripts_root, "myworkspace/scripts")
-        _add_tree(tar, script_dir, RUN_DIR.as_posix().lstrip("/"))
+        run_dir = RUN_DIR.as_posix().lstrip("/")
+        _add_tree(tar, script_dir, run_dir)
+        for name, source in (extra or {}).items():
+            if isinstance(source, bytes):
+                info = tarfile.TarInfo(f"{run_dir}/{name}")
+                info.size, info.mode = len(source), 0o755
+                tar.addfile(info, io.BytesIO(source))
+            elif source.is_dir():
+                _add_tree(tar, source, f"{run_dir}/{name}")
+            else:
+                data = source.read_bytes()
+                info = tarfile.TarInfo(f"{run_dir}/{name}")
+                info.size, info.mode = len(data), 0o755
+                tar.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
+
+
+def fetch_tree(started: StartedContainer, path: PurePosixPath, dest: Path) -> None:
+    """Copy a directory out of the container into `dest` (for parse_result hooks)."""
+    stream, _ = started.container.get_archive(path.as_posix())
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        tar.extractall(dest, filter="data")
 
 
 def _fetch_file(container: Any, path: PurePosixPath) -> bytes | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,10 +14,20 @@ from typing import Any
 from docker.types import DeviceRequest
 
 from .archs import vendor_of
-from .container import RUN_DIR, RUN_LABEL, RunOutcome, StartedContainer, script_command, wait_container
+from .container import (
+    RUN_DIR,
+    RUN_LABEL,
+    RunOutcome,
+    StartedContainer,
+    fetch_tree,
+    script_command,
+    wait_container,
+)
+from .context import ContextError, RunContext
 from .lease import Lease
 from .models import ModelSpec
 from .outcome import Verdict, judge
+from .results import SUCCESS, Result
 
 
 @dataclass(frozen=True)
@@ -35,8 +46,11 @@ def container_options(
     worker: str,
     nodeid: str,
     session_pid: int | None = None,
+    context: RunContext | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `containers.create`; hooks may adjust them before the start."""
+    context = context or RunContext()
     vendor = vendor_of(arch)
     environment = {
         "MAD_MODEL_NAME": spec.name,
@@ -50,9 +64,11 @@ def container_options(
     }
     if spec.multiple_results:
         environment["MAD_OUTPUT_CSV"] = spec.multiple_results
+    environment.update(secrets or {})
+    environment.update(context.docker_env_vars)  # last, so they win, as in madengine
     options: dict[str, Any] = {
         "image": image,
-        "command": script_command(spec),
+        "command": [*DRIVER_COMMAND] if has_steps(context) else script_command(spec, context.model_args),
         "working_dir": RUN_DIR.as_posix(),
         "environment": environment,
         "labels": {
@@ -65,12 +81,51 @@ def container_options(
         },
         "detach": True,
     }
+    if context.docker_mounts:
+        options["volumes"] = {host: {"bind": inside, "mode": "rw"} for inside, host in context.docker_mounts.items()}
     if lease.count and lease.vendor == "AMD":
         options["devices"] = ["/dev/kfd:/dev/kfd:rwm", *(f"{n}:{n}:rwm" for n in lease.render_nodes)]
         options["group_add"] = ["video"]
     elif lease.count and lease.vendor == "NVIDIA":
         options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in lease.ids], capabilities=[["gpu"]])]
     return options
+
+
+DRIVER = "madengine_steps.sh"
+DRIVER_COMMAND = ("sh", DRIVER)
+
+
+def has_steps(context: RunContext) -> bool:
+    return bool(context.pre_scripts or context.post_scripts)
+
+
+def step_files(spec: ModelSpec, context: RunContext) -> dict[str, Path | bytes]:
+    """Pre/post scripts copied into the run directory (as madengine's `cp -vLR`), and the driver
+    that runs them around the model: every word shell-quoted, so nothing the user wrote is parsed
+    twice."""
+    if not has_steps(context):
+        return {}
+    files: dict[str, Path | bytes] = {}
+    lines = ["#!/bin/sh", "# written by pytest-madengine: pre scripts, the model, post scripts"]
+    for step in context.pre_scripts:
+        source = spec.root / step.path
+        if not source.exists():
+            raise ContextError(f"pre_scripts path {step.path} does not exist under {spec.root}")
+        files[source.name] = source
+        words = ["bash", source.name, *shlex.split(step.args)]
+        lines.append(f"echo '=== pre script {source.name}'; {shlex.join(words)} || exit $?")
+    lines.append(f"{shlex.join(script_command(spec, context.model_args))}")
+    lines.append("status=$?")
+    for step in context.post_scripts:
+        source = spec.root / step.path
+        if not source.exists():
+            raise ContextError(f"post_scripts path {step.path} does not exist under {spec.root}")
+        files[source.name] = source
+        words = ["bash", source.name, *shlex.split(step.args)]
+        lines.append(f"echo '=== post script {source.name}'; {shlex.join(words)}")
+    lines.append('exit "$status"')
+    files[DRIVER] = ("\n".join(lines) + "\n").encode()
+    return files
 
 
 def log_file_name(spec: ModelSpec, dockerfile_base: str, arch: str) -> str:
@@ -86,11 +141,21 @@ def finish_model(
     timeout_source: str,
     log_path: Path,
     on_stopped: Callable[[], None] | None = None,
+    parse: Callable[[str, Path], list[Result] | None] | None = None,
+    workdir: Path | None = None,
 ) -> ModelRun:
-    """Wait for the started container, save its log, and judge the run."""
+    """Wait for the started container, save its log, and judge the run; `parse` (a conftest's
+    parse_result hook) sees the log and a copy of the run directory in `workdir`, and wins."""
     fetch = (spec.multiple_results,) if spec.multiple_results else ()
     outcome = wait_container(started, float(timeout), fetch, on_stopped)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(outcome.log, encoding="utf-8")
-    verdict = judge(spec.name, outcome, spec.multiple_results, timeout, timeout_source)
+    custom = None
+    if parse is not None and workdir is not None and outcome.exit_code == 0 and not outcome.timed_out:
+        fetch_tree(started, RUN_DIR, workdir)
+        custom = parse(outcome.log, workdir)
+    if custom:
+        verdict = Verdict(tuple(custom), None if all(r.status == SUCCESS for r in custom) else "parse_result hook")
+    else:
+        verdict = judge(spec.name, outcome, spec.multiple_results, timeout, timeout_source)
     return ModelRun(outcome=outcome, verdict=verdict, log_path=log_path)

@@ -10,7 +10,7 @@ import pytest
 
 from .archs import vendor_of
 from .container import StartedContainer, keep_for_inspection, remove_container, start_container, workspace_archive
-from .execute import container_options
+from .execute import container_options, step_files
 from .images import BuiltImage
 from .lease import Lease
 from .manifest import BuildRecord, ManifestError
@@ -37,7 +37,7 @@ def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
     if runtime.settings.manifest is not None:
         image = image_from_manifest(runtime, item)
     else:
-        image = runtime.builder().get(item.build_request(runtime.settings.build_args, runtime.settings.credential_file))
+        image = runtime.builder().get(item.build_request(runtime.settings))
         published = runtime.registry()
         if published is not None:
             registry, credentials = published
@@ -140,8 +140,12 @@ def madengine_container(
         runtime.worker_id,
         item.nodeid,
         session_pid=runtime.session_pid,
+        context=runtime.settings.context,
+        secrets=runtime.settings.secrets,
     )
-    started = start_container(runtime.client(), options, workspace_archive(item.spec))
+    item.ihook.pytest_madengine_container_options(item=item, spec=item.spec, options=options)
+    archive = workspace_archive(item.spec, step_files(item.spec, runtime.settings.context))
+    started = start_container(runtime.client(), options, archive)
     try:
         yield started
     finally:

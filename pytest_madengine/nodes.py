@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -37,6 +38,7 @@ from .registry import RegistryError
 from .results import FAILURE, Result
 from .rows import RowFacts, perf_row
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
+from .settings import Settings
 
 MARKER_DOC = "models.json tag"
 # Set by the lease fixture: gives the item's GPUs back as soon as its container has stopped.
@@ -86,10 +88,14 @@ class ModelsFile(pytest.File):
                 yield InvalidModel.from_parent(self, name=entry.name, message=str(exc))
                 continue
             for arch in archs:
-                yield from self._items(entry, arch, found, runtime.settings.guest_os)
+                yield from self._items(
+                    entry, arch, found, runtime.settings.guest_os, runtime.settings.context.gpu_vendor
+                )
 
-    def _items(self, spec: ModelSpec, arch: str, found: list[Dockerfile], guest_os: str) -> Iterator[ModelItem]:
-        vendor = vendor_of(arch)
+    def _items(
+        self, spec: ModelSpec, arch: str, found: list[Dockerfile], guest_os: str, context_vendor: str | None
+    ) -> Iterator[ModelItem]:
+        vendor = vendor_of(arch) or context_vendor
         ctx = {"guest_os": guest_os, **({"gpu_vendor": vendor} if vendor else {})}
         chosen = select(found, ctx)
         if not chosen:
@@ -169,12 +175,18 @@ class ModelItem(pytest.Function):
     def variant(self) -> str:
         return self.dockerfile.variant if self.dockerfile else ""
 
-    def build_request(self, user_args: dict[str, str], credential_file: Path | None = None) -> BuildRequest:
+    def build_request(self, settings: Settings) -> BuildRequest:
+        """Build args, later ones winning: the arch, the context's docker_build_arg, MAD_SECRETS* host
+        variables, the model's `cred`, conftest hooks, then --madengine-build-arg."""
         assert self.dockerfile is not None
-        args = build_args_for(self.arch, user_args)
+        args = build_args_for(self.arch, settings.context.docker_build_arg)
+        args.update(settings.secrets)
         cred = str(self.spec.extra.get("cred", "") or "")
         if cred:
-            args.update(cred_build_args(self.spec, cred, credential_file))
+            args.update(cred_build_args(self.spec, cred, settings.credential_file))
+        for extra in self.ihook.pytest_madengine_build_args(spec=self.spec, arch=self.arch):
+            args.update({str(k): str(v) for k, v in (extra or {}).items()})
+        args.update(settings.build_args)
         return BuildRequest(
             dockerfile=self.dockerfile,
             context_dir=context_dir_for(self.spec.root, self.spec.dockercontext),
@@ -230,7 +242,17 @@ class ModelItem(pytest.Function):
         log_path = runtime.settings.log_dir / log_file_name(self.spec, image_base(self.dockerfile), self.arch)
         release = self.stash.get(RELEASE_GPUS_KEY, None)
         try:
-            run = finish_model(self.spec, started, timeout, source, log_path, release)
+            parse_hook = self.ihook.pytest_madengine_parse_result
+            parse = None
+            workdir = None
+            if parse_hook.get_hookimpls():
+                workdir = Path(tempfile.mkdtemp(prefix="workdir-", dir=runtime.shared_dir))
+
+                def parse(log: str, where: Path) -> list[Result] | None:
+                    found: list[Result] | None = parse_hook(item=self, log=log, workdir=where)
+                    return found
+
+            run = finish_model(self.spec, started, timeout, source, log_path, release, parse, workdir)
         except DockerConnectionLost as exc:
             self.madengine_rows = [
                 perf_row(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from . import hookspecs
 from .baseline import BaselineError
 from .cleanup import install_sigterm_as_interrupt, orphan_report, remove_run_containers, restore_sigterm
 from .fixtures import madengine_container, madengine_gpus, madengine_image
@@ -17,6 +19,7 @@ from .perfcsv import PerfCsvError, check_writable
 from .reporting import ManifestWriter, PerfCsvWriter, ResultsCollector, attach, build_record_of, rows_for_report
 from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime, pool_of
 from .settings import addoption, read_settings
+from .tag_selection import TagError, parse_selectors, select
 
 __all__ = ["madengine_container", "madengine_gpus", "madengine_image"]  # fixtures, found by pytest here
 
@@ -26,6 +29,10 @@ SIGTERM_KEY = pytest.StashKey[Any]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     addoption(parser)
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -58,6 +65,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SIGTERM_KEY] = install_sigterm_as_interrupt()
     if workerinput:
         return
+    if runtime.settings.context.unknown:
+        config.issue_config_time_warning(
+            pytest.PytestWarning(
+                f"madengine context: unknown key(s) ignored: {', '.join(runtime.settings.context.unknown)}"
+            ),
+            stacklevel=2,
+        )
     for warning in runtime.detection.warnings:
         config.issue_config_time_warning(pytest.PytestWarning(f"GPU detection: {warning}"), stacklevel=2)
     if runtime.pool.explicit and runtime.pool.ids and not runtime.pool.has_devices:
@@ -75,7 +89,9 @@ def pytest_configure(config: pytest.Config) -> None:
             runtime.close()
             raise pytest.UsageError(str(exc)) from None
         config.pluginmanager.register(PerfCsvWriter(runtime.settings.perf_csv), "madengine-perf-csv")
-        config.pluginmanager.register(ResultsCollector(runtime, int(config.getoption("verbose"))), "madengine-results")
+        config.pluginmanager.register(
+            ResultsCollector(config, runtime, int(config.getoption("verbose"))), "madengine-results"
+        )
         if runtime.settings.baseline is not None:
             try:
                 runtime.baselines()
@@ -161,8 +177,23 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ModelsFile
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under xdist, models that need more GPUs go first (stable otherwise): big leases start on an
-    idle pool and small ones fill the gaps, rather than big ones waiting for a busy pool to drain."""
+    """--madengine-tags selection; then, under xdist, models that need more GPUs go first (stable
+    otherwise): big leases start on an idle pool and small ones fill the gaps."""
+    settings = config.stash[RUNTIME_KEY].settings
+    if settings.tags:
+        models = [item for item in items if isinstance(item, ModelItem)]
+        try:
+            chosen = select({m.spec.name: m.spec for m in models}.values(), parse_selectors(settings.tags))
+        except TagError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        deselected = [m for m in models if m.spec.name not in chosen]
+        for model in models:
+            if chosen.get(model.spec.name):
+                model.spec = replace(model.spec, args=model.spec.args + chosen[model.spec.name])
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            dropped = {id(item) for item in deselected}
+            items[:] = [item for item in items if id(item) not in dropped]
     if not _is_worker(config):
         return
     pool = config.stash[RUNTIME_KEY].pool.size

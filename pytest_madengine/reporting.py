@@ -129,7 +129,8 @@ class ManifestWriter:
 class ResultsCollector:
     """On the reporting process: every result for the end-of-session table, JSON, Markdown and HTML."""
 
-    def __init__(self, runtime: Runtime, verbosity: int) -> None:
+    def __init__(self, config: pytest.Config, runtime: Runtime, verbosity: int) -> None:
+        self.config = config
         self.runtime = runtime
         self.verbosity = verbosity
         self.results = Results()
@@ -139,6 +140,23 @@ class ResultsCollector:
         if rows:
             tail = "\n".join(report.longreprtext.splitlines()[-60:]) if report.failed else ""
             self.results.add(rows, report.nodeid, tail)
+            for row in rows:
+                self._result_hooks(report, row)
+
+    def _result_hooks(self, report: pytest.TestReport, row: dict[str, str]) -> None:
+        """Each implementation on its own: one that raises is a warning, and the others still run."""
+        hook = self.config.hook.pytest_madengine_result
+        for impl in reversed(hook.get_hookimpls()):
+            try:
+                impl.function(item=report, result=dict(row))
+            except Exception as exc:  # a user's hook: whatever it raises must not end the run
+                self.config.issue_config_time_warning(
+                    pytest.PytestWarning(
+                        f"pytest_madengine_result hook {impl.plugin_name} failed for {report.nodeid}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ),
+                    stacklevel=2,
+                )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         lines = terminal_table(self.results, self.verbosity)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from .archs import ArchError, parse_arch_list
+from .context import ContextError, RunContext, build_context
 
 DEFAULT_TIMEOUT = 7200
 
@@ -50,7 +52,7 @@ def addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--madengine-guest-os",
-        default="UBUNTU",
+        default=None,
         metavar="OS",
         help="guest_os for the Dockerfiles' # CONTEXT filter (default UBUNTU)",
     )
@@ -135,6 +137,22 @@ def addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--madengine-json", default=None, metavar="PATH", help="write every result as JSON")
     group.addoption("--madengine-html", default=None, metavar="PATH", help="write a self-contained HTML report")
+    group.addoption(
+        "--madengine-context",
+        default=None,
+        metavar="JSON",
+        help="madengine's additional context, as JSON or a Python dict literal (wins over the file, key by key)",
+    )
+    group.addoption(
+        "--madengine-context-file", default=None, metavar="PATH", help="madengine's additional context file (JSON)"
+    )
+    group.addoption(
+        "--madengine-tags",
+        action="append",
+        default=[],
+        metavar="TAGS",
+        help="select models as `madengine run --tags` does: name, tag, all, scope/x, tag:key=value (repeatable)",
+    )
     parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
     parser.addini(
         "madengine_timeout",
@@ -168,6 +186,9 @@ class Settings:
     max_regression: float | None = None
     json_out: Path | None = None
     html_out: Path | None = None
+    context: RunContext = field(default_factory=RunContext)
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
+    tags: tuple[str, ...] = ()
     reap: bool = False
 
     def timeout_for(self, model_timeout: int) -> tuple[int, str]:
@@ -217,6 +238,12 @@ def read_settings(config: pytest.Config) -> Settings:
             max_regression = parse_percent(config.getoption("madengine_max_regression"))
         except ValueError as exc:
             raise pytest.UsageError(f"--madengine-max-regression: {exc}") from None
+    try:
+        context = build_context(
+            config.getoption("madengine_context"), _path(invocation, config.getoption("madengine_context_file"))
+        )
+    except ContextError as exc:
+        raise pytest.UsageError(f"madengine context: {exc}") from None
     perf = config.getoption("madengine_perf_csv")
     logs = config.getoption("madengine_log_dir")
     return Settings(
@@ -226,9 +253,12 @@ def read_settings(config: pytest.Config) -> Settings:
         log_dir=(invocation / logs) if logs else invocation / "madengine_logs",
         timeout_option=timeout_option,
         timeout_default=timeout_default,
-        guest_os=str(config.getoption("madengine_guest_os")).upper(),
+        guest_os=str(config.getoption("madengine_guest_os") or context.guest_os or "UBUNTU").upper(),
         ignore_skip_gpu_arch=bool(config.getoption("madengine_ignore_skip_gpu_arch")),
-        gpus=config.getoption("madengine_gpus"),
+        gpus=config.getoption("madengine_gpus") or context.docker_gpus,
+        context=context,
+        secrets={k: v for k, v in os.environ.items() if "MAD_SECRETS" in k},
+        tags=tuple(config.getoption("madengine_tags")),
         keep_containers=str(config.getoption("madengine_keep_containers")),
         build_only=bool(config.getoption("madengine_build_only")),
         rebuild=bool(config.getoption("madengine_rebuild")),
