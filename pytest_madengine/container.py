@@ -100,11 +100,12 @@ def workspace_archive(spec: ModelSpec, extra: Mapping[str, Path | bytes] | None 
     return buffer.getvalue()
 
 
-def fetch_tree(started: StartedContainer, path: PurePosixPath, dest: Path) -> None:
-    """Copy a directory out of the container into `dest` (for parse_result hooks)."""
+def fetch_tree(started: StartedContainer, path: PurePosixPath, dest: Path) -> Path:
+    """Copy a directory out of the container into `dest`; return the copy (for parse_result hooks)."""
     stream, _ = started.container.get_archive(path.as_posix())
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         tar.extractall(dest, filter="data")
+    return dest / path.name
 
 
 def _fetch_file(container: Any, path: PurePosixPath) -> bytes | None:

@@ -152,8 +152,7 @@ def finish_model(
     log_path.write_text(outcome.log, encoding="utf-8")
     custom = None
     if parse is not None and workdir is not None and outcome.exit_code == 0 and not outcome.timed_out:
-        fetch_tree(started, RUN_DIR, workdir)
-        custom = parse(outcome.log, workdir)
+        custom = parse(outcome.log, fetch_tree(started, RUN_DIR, workdir))
     if custom:
         verdict = Verdict(tuple(custom), None if all(r.status == SUCCESS for r in custom) else "parse_result hook")
     else:
