@@ -144,7 +144,12 @@ def gate_rows(
             continue
         metric = row.get("metric", "")
         lower = lower_is_better(metric, higher_is_better)
-        result = compare(float(row["performance"]), base.performance, lower)
+        try:
+            measured = float(row["performance"])
+        except ValueError:
+            row["baseline"] = "performance is not a number"
+            continue
+        result = compare(measured, base.performance, lower)
         row["relative_change"] = result.relative_change
         row["baseline"] = f"{base.performance:g}"
         if threshold is not None and result.worse_by > threshold:

@@ -10,7 +10,7 @@ import io
 import shlex
 import tarfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -85,7 +85,14 @@ def workspace_archive(spec: ModelSpec, extra: Mapping[str, Path | bytes] | None 
             _add_tree(tar, scripts_root, "myworkspace/scripts")
         run_dir = RUN_DIR.as_posix().lstrip("/")
         _add_tree(tar, script_dir, run_dir)
+        made: set[str] = set()
         for name, source in (extra or {}).items():
+            parent = name.rpartition("/")[0]
+            if parent and parent not in made:
+                folder = tarfile.TarInfo(f"{run_dir}/{parent}")
+                folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(folder)
+                made.add(parent)
             if isinstance(source, bytes):
                 info = tarfile.TarInfo(f"{run_dir}/{name}")
                 info.size, info.mode = len(source), 0o755
@@ -104,7 +111,10 @@ def fetch_tree(started: StartedContainer, path: PurePosixPath, dest: Path) -> Pa
     """Copy a directory out of the container into `dest`; return the copy (for parse_result hooks)."""
     stream, _ = started.container.get_archive(path.as_posix())
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        tar.extractall(dest, filter="data")
+        try:
+            tar.extractall(dest, filter="data")
+        except TypeError:  # Python before 3.11.4 / 3.10.12: no extraction filters
+            tar.extractall(dest)
     return dest / path.name
 
 
@@ -235,15 +245,30 @@ def remove_container(container: Any) -> None:
 KEPT_LABEL = "pytest-madengine.kept"
 
 
-def keep_for_inspection(client: docker.DockerClient, started: StartedContainer, run_id: str) -> str:
-    """Freeze the finished container into an image and start an idle copy to `docker exec` into.
+def keep_for_inspection(
+    client: docker.DockerClient, started: StartedContainer, run_id: str, secret_names: Iterable[str] = ()
+) -> tuple[str, str]:
+    """Freeze the finished container into an image and start an idle copy to `docker exec` into;
+    return (container id, image id). The original is removed whatever happens.
 
-    The copy carries KEPT_LABEL instead of the run label, so no cleanup of the run removes it.
+    The copy carries KEPT_LABEL instead of the run label, so no cleanup of the run removes it, and
+    the image forgets MAD_SECRETS* values rather than storing them.
     """
+    container = started.container
+    try:
+        return _keep(client, started, run_id, secret_names)
+    finally:
+        remove_container(container)
+
+
+def _keep(
+    client: docker.DockerClient, started: StartedContainer, run_id: str, secret_names: Iterable[str]
+) -> tuple[str, str]:
     container = started.container
     container.reload()
     # The image inherits the container's labels: blank the run label so the run's sweep spares the copy.
-    image = container.commit(repository="pytest-madengine-kept", tag=started.id[:12], changes=[f'LABEL {RUN_LABEL}=""'])
+    changes = [f'LABEL {RUN_LABEL}=""', *(f'ENV {name}=""' for name in secret_names)]
+    image = container.commit(repository="pytest-madengine-kept", tag=started.id[:12], changes=changes)
     attrs = container.attrs.get("HostConfig", {})
     keeper = client.containers.run(
         image.id,
@@ -268,5 +293,4 @@ def keep_for_inspection(client: docker.DockerClient, started: StartedContainer, 
         or None,
         detach=True,
     )
-    remove_container(container)
-    return str(keeper.id)
+    return str(keeper.id), str(image.id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,12 @@ def _steps(data: dict[str, Any], key: str) -> tuple[Step, ...]:
     for index, entry in enumerate(value):
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"]:
             raise ContextError(f"context key '{key}' entry #{index} needs a \"path\" string")
-        steps.append(Step(entry["path"], str(entry.get("args", "") or "")))
+        args = str(entry.get("args", "") or "")
+        try:
+            shlex.split(args)
+        except ValueError as exc:
+            raise ContextError(f"context key '{key}' entry #{index}: args cannot be split: {exc}") from None
+        steps.append(Step(entry["path"], args))
     return tuple(steps)
 
 
@@ -105,6 +111,11 @@ def build_context(option: str | None, file: Path | None) -> RunContext:
         merged.update(data)
     if option:
         merged.update(parse_text(option, "--madengine-context"))
+    model_args = _optional_str(merged, "model_args")
+    try:
+        shlex.split(model_args or "")
+    except ValueError as exc:
+        raise ContextError(f"context key 'model_args' cannot be split like a shell would: {exc}") from None
     return RunContext(
         docker_env_vars=_str_map(merged, "docker_env_vars"),
         docker_mounts=_str_map(merged, "docker_mounts"),
@@ -112,7 +123,7 @@ def build_context(option: str | None, file: Path | None) -> RunContext:
         docker_gpus=_optional_str(merged, "docker_gpus"),
         gpu_vendor=(_optional_str(merged, "gpu_vendor") or "").upper() or None,
         guest_os=(_optional_str(merged, "guest_os") or "").upper() or None,
-        model_args=_optional_str(merged, "model_args"),
+        model_args=model_args,
         pre_scripts=_steps(merged, "pre_scripts"),
         post_scripts=_steps(merged, "post_scripts"),
         unknown=tuple(sorted(k for k in merged if k not in KNOWN)),

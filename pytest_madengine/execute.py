@@ -23,7 +23,7 @@ from .container import (
     script_command,
     wait_container,
 )
-from .context import ContextError, RunContext
+from .context import ContextError, RunContext, Step
 from .lease import Lease
 from .models import ModelSpec
 from .outcome import Verdict, judge
@@ -92,6 +92,7 @@ def container_options(
 
 
 DRIVER = "madengine_steps.sh"
+STEPS_DIR = "madengine_steps"
 DRIVER_COMMAND = ("sh", DRIVER)
 
 
@@ -107,22 +108,21 @@ def step_files(spec: ModelSpec, context: RunContext) -> dict[str, Path | bytes]:
         return {}
     files: dict[str, Path | bytes] = {}
     lines = ["#!/bin/sh", "# written by pytest-madengine: pre scripts, the model, post scripts"]
-    for step in context.pre_scripts:
+
+    def step_line(kind: str, index: int, step: Step) -> str:
         source = spec.root / step.path
         if not source.exists():
-            raise ContextError(f"pre_scripts path {step.path} does not exist under {spec.root}")
-        files[source.name] = source
-        words = ["bash", source.name, *shlex.split(step.args)]
-        lines.append(f"echo '=== pre script {source.name}'; {shlex.join(words)} || exit $?")
-    lines.append(f"{shlex.join(script_command(spec, context.model_args))}")
+            raise ContextError(f"{kind}_scripts path {step.path} does not exist under {spec.root}")
+        name = f"{STEPS_DIR}/{kind}{index}_{source.name}"  # own folder: no clash with the model's files
+        files[name] = source
+        words = ["bash", name, *shlex.split(step.args)]
+        return f"echo {shlex.quote(f'=== {kind} script {source.name}')}; {shlex.join(words)}"
+
+    for index, step in enumerate(context.pre_scripts):
+        lines.append(step_line("pre", index, step) + " || exit $?")
+    lines.append(shlex.join(script_command(spec, context.model_args)))
     lines.append("status=$?")
-    for step in context.post_scripts:
-        source = spec.root / step.path
-        if not source.exists():
-            raise ContextError(f"post_scripts path {step.path} does not exist under {spec.root}")
-        files[source.name] = source
-        words = ["bash", source.name, *shlex.split(step.args)]
-        lines.append(f"echo '=== post script {source.name}'; {shlex.join(words)}")
+    lines.extend(step_line("post", index, step) for index, step in enumerate(context.post_scripts))
     lines.append('exit "$status"')
     files[DRIVER] = ("\n".join(lines) + "\n").encode()
     return files

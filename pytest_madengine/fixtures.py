@@ -15,7 +15,7 @@ from .images import BuiltImage
 from .lease import Lease
 from .manifest import BuildRecord, ManifestError
 from .nodes import BUILD_RECORD_KEY, CALL_FAILED_KEY, RELEASE_GPUS_KEY, ModelItem, skip_item
-from .registry import find_credentials, login
+from .registry import find_credentials, login, registry_host
 from .registry import pull as pull_image
 from .registry import push as push_image
 from .runtime import RUNTIME_KEY, Runtime
@@ -79,8 +79,9 @@ def image_from_manifest(runtime: Runtime, item: ModelItem) -> BuiltImage:
                 f"model {item.spec.name}: image {record.docker_image} is not here and the manifest has no "
                 "registry_image to pull it from"
             ) from None
-        host = record.registry_image.split("/", 1)[0]
-        credentials = find_credentials(host, credential_file=runtime.settings.credential_file)
+        credentials = find_credentials(
+            registry_host(record.registry_image), credential_file=runtime.settings.credential_file
+        )
         pull_image(client, record.registry_image, record.docker_image, credentials)
         local = client.images.get(record.docker_image)
     return BuiltImage(
@@ -151,11 +152,15 @@ def madengine_container(
     finally:
         keep = runtime.settings.keep_containers
         if keep == "always" or (keep == "on-failure" and item.stash.get(CALL_FAILED_KEY, False)):
-            keeper = keep_for_inspection(runtime.client(), started, runtime.run_id)
+            keeper, image = keep_for_inspection(
+                runtime.client(), started, runtime.run_id, runtime.settings.secrets.keys()
+            )
+            image_id = image.removeprefix("sha256:")[:12]
             warnings.warn(
                 pytest.PytestWarning(
                     f"kept the container of {item.nodeid} for inspection: docker exec -it {keeper[:12]} bash "
-                    f"(remove it with: docker rm -f {keeper[:12]})"
+                    f"(afterwards: docker rm -f {keeper[:12]} && docker rmi {image_id}; its GPUs went back "
+                    "to the pool, so another test may be using them)"
                 ),
                 stacklevel=1,
             )

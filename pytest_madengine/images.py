@@ -36,7 +36,7 @@ class BuildRequest:
     dockerfile: Dockerfile
     context_dir: Path
     arch: str
-    build_args: Mapping[str, str] = field(default_factory=dict)
+    build_args: Mapping[str, str] = field(default_factory=dict, repr=False)  # may hold secrets
 
     def content_hash(self) -> str:
         digest = hashlib.sha256()
@@ -62,10 +62,11 @@ class BuildRequest:
         arch = re.sub(r"[^A-Za-z0-9_.-]", "_", self.arch)
         return f"{self.repository}:{arch}-{content_hash[:12]}"
 
-    @property
-    def log_name(self) -> str:
+    def log_name(self, content_hash: str) -> str:
+        """Named after the Dockerfile and arch, plus the hash: two images of one Dockerfile (other
+        build args or context) building at once must not share a log."""
         arch = re.sub(r"[^A-Za-z0-9_.-]", "_", self.arch)
-        return f"{self.dockerfile.base_name}.{arch}.build.log"
+        return f"{self.dockerfile.base_name}.{arch}.{content_hash[:12]}.build.log"
 
     @property
     def base_docker(self) -> str:
@@ -176,7 +177,7 @@ class ImageBuilder:
 
     def _build(self, request: BuildRequest, content_hash: str, tag: str) -> BuiltImage | ImageBuildError:
         self._log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self._log_dir / request.log_name
+        log_path = self._log_dir / request.log_name(content_hash)
         started = time.monotonic()
         image_id = ""
         error = ""

@@ -20,6 +20,3 @@ class Lease:
     @property
     def ids_text(self) -> str:
         return ",".join(str(i) for i in self.ids)
-
-
-NO_GPUS = Lease(ids=())

@@ -7,6 +7,8 @@ neighbours still become items.
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,9 @@ KNOWN_FIELDS = frozenset(
         "dockercontext",
     }
 )
+
+
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class ModelsFileError(Exception):
@@ -60,11 +65,6 @@ class ModelSpec:
     @property
     def script_path(self) -> Path:
         return self.root / self.scripts
-
-    @property
-    def scope(self) -> str:
-        """`dir` for models from scripts/<dir>/models.json, else ''."""
-        return self.name.split("/", 1)[0] if "/" in self.name else ""
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,18 @@ def parse_entry(entry: object, *, source: Path, root: Path, scope: str, index: i
     script_path = root / scripts
     if not script_path.exists():
         raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
+    args = _str_field(entry, "args", where)
+    try:
+        shlex.split(args)
+    except ValueError as exc:
+        raise ModelsFileError(f"{where}: field 'args' cannot be split like a shell would: {exc}") from None
+    tags = _list_field(entry, "tags", where)
+    for tag in tags:
+        if not TAG_RE.fullmatch(tag):
+            raise ModelsFileError(
+                f"{where}: field 'tags': {tag!r} cannot be a pytest marker (letters, digits, '_', '-', '.', "
+                "not starting with '_')"
+            )
     n_gpus = _int_field(entry.get("n_gpus", -1), where, "n_gpus")
     if n_gpus < -1:
         raise ModelsFileError(f"{where}: field 'n_gpus' must be -1 (all) or >= 0, got {n_gpus}")
@@ -216,9 +228,9 @@ def parse_entry(entry: object, *, source: Path, root: Path, scope: str, index: i
         root=root,
         dockerfile=dockerfile,
         scripts=scripts,
-        args=_str_field(entry, "args", where),
+        args=args,
         n_gpus=n_gpus,
-        tags=_list_field(entry, "tags", where),
+        tags=tags,
         timeout=max(timeout, 0),
         multiple_results=_str_field(entry, "multiple_results", where).strip(),
         skip_gpu_arch=_list_field(entry, "skip_gpu_arch", where),

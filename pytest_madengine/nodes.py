@@ -17,8 +17,9 @@ except ImportError:  # pytest 8.4 - 9.1
     from _pytest.python import CallSpec2 as CallSpec  # type: ignore[attr-defined,no-redef,unused-ignore]
 
 from .archs import skipped_arch, vendor_of
-from .baseline import gate_rows, parse_percent
+from .baseline import BaselineError, gate_rows, parse_percent
 from .container import ContainerStartError, DockerConnectionLost, StartedContainer
+from .context import ContextError
 from .dockerfiles import Dockerfile, candidates, select
 from .execute import finish_model, log_file_name
 from .images import (
@@ -170,10 +171,6 @@ class ModelItem(pytest.Function):
         if limit > 0:
             # pytest-timeout sees the model's limit; our timer hooks then enforce it on the container.
             self.add_marker(pytest.mark.timeout(limit, func_only=True))
-
-    @property
-    def variant(self) -> str:
-        return self.dockerfile.variant if self.dockerfile else ""
 
     def build_request(self, settings: Settings) -> BuildRequest:
         """Build args, later ones winning: the arch, the context's docker_build_arg, MAD_SECRETS* host
@@ -336,6 +333,8 @@ def _plain_failure(exc: BaseException) -> str | None:
             RegistryError,
             PublishError,
             ModelsFileError,
+            BaselineError,
+            ContextError,
         ),
     ):
         return str(exc)

@@ -13,10 +13,6 @@ class Verdict:
     results: tuple[Result, ...]
     failure: str | None  # None when every result is SUCCESS
 
-    @property
-    def passed(self) -> bool:
-        return self.failure is None
-
 
 def judge(model: str, outcome: RunOutcome, multiple_results: str, timeout: float, timeout_source: str) -> Verdict:
     """One FAILURE row with a reason, or the parsed results."""

@@ -212,11 +212,21 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if runtime.detection.driver_version:
         lines.append(f"madengine driver: {runtime.detection.driver_version}")
     lines.extend(f"madengine GPU detection warning: {w}" for w in runtime.detection.warnings)
-    if _runs_tests(config) or runtime.settings.reap:
-        orphans = orphan_report(runtime)
-        if orphans:
-            lines.append(orphans)
+    orphans = config.stash.get(ORPHANS_KEY, None)
+    if orphans:
+        lines.append(orphans)
     return lines
+
+
+ORPHANS_KEY = pytest.StashKey[str | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Reap (or count) what earlier runs left, before the header prints, even with -q or --no-header."""
+    config = session.config
+    runtime: Runtime = config.stash[RUNTIME_KEY]
+    if not _is_worker(config) and (_runs_tests(config) or runtime.settings.reap):
+        config.stash[ORPHANS_KEY] = orphan_report(runtime)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)

@@ -57,6 +57,14 @@ class Credentials:
         return {"username": self.username, "password": self.password}
 
 
+def registry_host(reference: str) -> str:
+    """The registry of an image reference: `ns/img:tag` is on Docker Hub, `host:5000/ns/img` is not."""
+    first, sep, _ = reference.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
 def _env_key(host: str) -> str:
     return "MAD_REGISTRY_" + re.sub(r"[^A-Za-z0-9]", "_", host).upper()
 

@@ -148,7 +148,8 @@ class ResultsCollector:
         hook = self.config.hook.pytest_madengine_result
         for impl in reversed(hook.get_hookimpls()):
             try:
-                impl.function(item=report, result=dict(row))
+                offered = {"item": report, "result": dict(row)}
+                impl.function(**{name: offered[name] for name in impl.argnames if name in offered})
             except Exception as exc:  # a user's hook: whatever it raises must not end the run
                 self.config.issue_config_time_warning(
                     pytest.PytestWarning(

@@ -58,7 +58,6 @@ class Runtime:
     _client: docker.DockerClient | None = None
     _client_error: str | None = None
     _builder: ImageBuilder | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -100,7 +99,12 @@ class Runtime:
 
     def allocator(self) -> GpuAllocator:
         if self._allocator is None:
-            self._allocator = GpuAllocator(self.shared_dir / "gpus", self.pool.ids, lease_log=self.settings.lease_log)
+            self._allocator = GpuAllocator(
+                self.shared_dir / "gpus",
+                self.pool.ids,
+                lease_log=self.settings.lease_log,
+                expected_waiters=self.worker_count,
+            )
         return self._allocator
 
     def client(self) -> docker.DockerClient:

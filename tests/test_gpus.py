@@ -387,7 +387,7 @@ def test_a_killed_worker_releases_its_gpus(
             "--madengine-gpus",
             "0",
             "-n",
-            "2",
+            "4",
             "-p",
             "no:cacheprovider",
             "--madengine-perf-csv",

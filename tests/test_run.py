@@ -181,7 +181,8 @@ def test_xdist_builds_once_and_the_controller_writes_every_row(
     assert sorted(r["model"] for r in rows) == names
     assert len({r["docker_image"] for r in rows}) == 1
     assert len({r["build_duration"] for r in rows}) == 1 and float(rows[0]["build_duration"]) > 0
-    build_log = (pytester.path / "madengine_logs" / "dummy.ubuntu.amd.gfx942.build.log").read_text()
+    (log_file,) = (pytester.path / "madengine_logs").glob("dummy.ubuntu.amd.gfx942.*.build.log")
+    build_log = log_file.read_text()
     assert build_log.count("# build madengine/") == 1
     props = [p.get("name") for p in ET.parse(pytester.path / "junit.xml").iter("property")]
     assert props.count("performance") == 6
@@ -215,7 +216,8 @@ def test_build_failure_errors_each_item_after_one_attempt(pytester: pytest.Pytes
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*image build failed for *broken.ubuntu.amd.Dockerfile (gfx942)*", "*about to fail*"])
     assert "Traceback" not in result.stdout.str()
-    log = (pytester.path / "madengine_logs" / "broken.ubuntu.amd.gfx942.build.log").read_text()
+    (log_file,) = (pytester.path / "madengine_logs").glob("broken.ubuntu.amd.gfx942.*.build.log")
+    log = log_file.read_text()
     assert log.count("# build madengine/") == 1
     rows = read_perf(pytester.path / "perf.csv")
     assert sorted((r["model"], r["status"], r["reason"]) for r in rows) == [
