@@ -7,6 +7,7 @@ script writes reaches the user's models tree, and a remote DOCKER_HOST works too
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import tarfile
 import time
@@ -52,10 +53,18 @@ def script_command(spec: ModelSpec, args: str | None = None) -> list[str]:
     return [interpreter, script.name, *argv]
 
 
+def _walk(source: Path) -> list[Path]:
+    """Everything below `source`, following symlinked directories too (Path.rglob does not)."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(source, followlinks=True):
+        found.extend(Path(folder, name) for name in [*dirs, *files])
+    return sorted(found)
+
+
 def _add_tree(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
     """Add a directory following symlinks, as madengine's `cp -vLR` does."""
     tar.add(str(source), arcname=arcname, recursive=False)
-    for path in sorted(source.rglob("*")):
+    for path in _walk(source):
         rel = path.relative_to(source)
         info = tar.gettarinfo(str(path), arcname=f"{arcname}/{rel.as_posix()}")
         if path.is_dir():

@@ -138,3 +138,27 @@ def test_models_json_outside_a_zoo_is_its_own_root(tmp_path: Path) -> None:
     path = tmp_path / "scripts" / "x" / "models.json"
     path.parent.mkdir(parents=True)
     assert models_root_of(path) == (path.parent, "")
+
+
+def test_workspace_follows_symlinked_directories(tmp_path: Path) -> None:
+    """madengine copies with `cp -vLR`: a symlinked folder arrives with its files."""
+    import io
+    import tarfile
+
+    from pytest_madengine.container import workspace_archive
+    from pytest_madengine.models import ModelSpec
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "table.csv").write_text("x\n")
+    script_dir = tmp_path / "scripts" / "m"
+    script_dir.mkdir(parents=True)
+    (script_dir / "run.sh").write_text("echo\n")
+    (script_dir / "linked").symlink_to(tmp_path / "data", target_is_directory=True)
+    spec = ModelSpec(
+        name="m", source=tmp_path / "models.json", lineno=0, root=tmp_path, dockerfile="d", scripts="scripts/m/run.sh"
+    )
+    with tarfile.open(fileobj=io.BytesIO(workspace_archive(spec))) as tar:
+        names = set(tar.getnames())
+    assert "myworkspace/run_directory/linked/table.csv" in names
+    assert "myworkspace/scripts/m/linked/table.csv" in names
+    assert "myworkspace/run_directory/run.sh" in names
