@@ -24,7 +24,18 @@ def test_plugin_against_plain_docker_run(tmp_path: Path, docker_client: docker.D
     for name in names:
         zoo.script(f"{name}/run.sh", SCRIPT)
     zoo.models([zoo.model(name) for name in names])
-    pytest_cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--madengine-arch", "gfx942"]
+    pytest_cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--madengine-arch",
+        "gfx942",
+        "--madengine-gpus",
+        "none",
+    ]
     # Warm-up: builds the image once; both sides then use the same image.
     warm = subprocess.run(
         [*pytest_cmd, "-k", names[0], "--madengine-perf-csv", str(tmp_path / "warm.csv")],
