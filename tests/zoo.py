@@ -6,6 +6,7 @@ import csv
 import json
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -105,3 +106,9 @@ class LocalRegistry:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pytest in a subprocess, quietly and without the cache: how the benchmarks time whole sessions."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)

@@ -6,15 +6,16 @@ Printed as a ratio (plugin / plain) measured in one process on one machine; no t
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import docker
-from zoo import Zoo, read_perf
+from zoo import Zoo, read_perf, run_pytest
 
 MODELS = 20
 SCRIPT = '#!/bin/bash\ni=0\nwhile [ $i -lt 200 ]; do i=$((i+1)); done\necho "performance: $i iterations"\n'
+
+ARGS = ("--madengine-arch", "gfx942", "--madengine-gpus", "none")
 
 
 def test_plugin_against_plain_docker_run(tmp_path: Path, docker_client: docker.DockerClient) -> None:
@@ -24,25 +25,8 @@ def test_plugin_against_plain_docker_run(tmp_path: Path, docker_client: docker.D
     for name in names:
         zoo.script(f"{name}/run.sh", SCRIPT)
     zoo.models([zoo.model(name) for name in names])
-    pytest_cmd = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--madengine-arch",
-        "gfx942",
-        "--madengine-gpus",
-        "none",
-    ]
     # Warm-up: builds the image once; both sides then use the same image.
-    warm = subprocess.run(
-        [*pytest_cmd, "-k", names[0], "--madengine-perf-csv", str(tmp_path / "warm.csv")],
-        cwd=zoo.root,
-        capture_output=True,
-        text=True,
-    )
+    warm = run_pytest(zoo.root, *ARGS, "-k", names[0], "--madengine-perf-csv", str(tmp_path / "warm.csv"))
     assert warm.returncode == 0, warm.stdout
     image = read_perf(tmp_path / "warm.csv")[0]["docker_image"]
 
@@ -56,9 +40,7 @@ def test_plugin_against_plain_docker_run(tmp_path: Path, docker_client: docker.D
     plain = time.perf_counter() - started
 
     started = time.perf_counter()
-    result = subprocess.run(
-        [*pytest_cmd, "--madengine-perf-csv", str(tmp_path / "perf.csv")], cwd=zoo.root, capture_output=True, text=True
-    )
+    result = run_pytest(zoo.root, *ARGS, "--madengine-perf-csv", str(tmp_path / "perf.csv"))
     plugin = time.perf_counter() - started
     assert result.returncode == 0, result.stdout
     rows = read_perf(tmp_path / "perf.csv")

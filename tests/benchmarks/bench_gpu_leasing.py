@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import docker
-from zoo import Zoo, read_perf
+from zoo import Zoo, read_perf, run_pytest
 
 POOL = 8
 # (n_gpus, seconds, how many), interleaved in models.json as a real zoo would be.
 MIX = [(8, 6.0, 4), (4, 6.0, 8), (2, 6.0, 12), (1, 8.0, 16)]
+
+ARGS = ("--madengine-arch", "gfx942", f"--madengine-gpus=0-{POOL - 1}")
 
 
 def test_lease_efficiency_and_overlaps(tmp_path: Path, docker_client: docker.DockerClient) -> None:
@@ -33,32 +33,20 @@ def test_lease_efficiency_and_overlaps(tmp_path: Path, docker_client: docker.Doc
                 n, seconds = group.pop()
                 models.append((f"sleep_{len(models):02d}_g{n}", n, seconds))
     zoo.models([zoo.model(name, script="scripts/sleep/run.sh", n_gpus=str(n), args=str(s)) for name, n, s in models])
-    base = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--madengine-arch",
-        "gfx942",
-        f"--madengine-gpus=0-{POOL - 1}",
-    ]
-    warm = subprocess.run(
-        [*base, "-k", models[0][0], "--madengine-perf-csv", str(tmp_path / "warm.csv")],
-        cwd=zoo.root,
-        capture_output=True,
-        text=True,
-    )
+    warm = run_pytest(zoo.root, *ARGS, "-k", models[0][0], "--madengine-perf-csv", str(tmp_path / "warm.csv"))
     assert warm.returncode == 0, warm.stdout
 
     log = Path(os.environ.get("BENCH_LEASE_LOG", tmp_path / "leases.jsonl"))
     started = time.perf_counter()
-    result = subprocess.run(
-        [*base, "-n", str(POOL), "--madengine-perf-csv", str(tmp_path / "perf.csv"), "--madengine-lease-log", str(log)],
-        cwd=zoo.root,
-        capture_output=True,
-        text=True,
+    result = run_pytest(
+        zoo.root,
+        *ARGS,
+        "-n",
+        str(POOL),
+        "--madengine-perf-csv",
+        str(tmp_path / "perf.csv"),
+        "--madengine-lease-log",
+        str(log),
     )
     wall = time.perf_counter() - started
     assert result.returncode == 0, result.stdout[-3000:]

@@ -7,14 +7,14 @@ times the second, unchanged session's setup against the first (build-only sessio
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import docker
-from zoo import Zoo
+from zoo import Zoo, run_pytest
+
+ARGS = ("-n", "4", "--madengine-build-only", "--madengine-arch", "gfx90a,gfx942")
 
 
 def test_builds_per_session_and_setup_time(tmp_path: Path, docker_client: docker.DockerClient) -> None:
@@ -32,25 +32,10 @@ def test_builds_per_session_and_setup_time(tmp_path: Path, docker_client: docker
             for i in range(20)
         ]
     )
-    base = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "4",
-        "--madengine-build-only",
-        "--madengine-arch",
-        "gfx90a,gfx942",
-    ]
     timings, counts = [], []
     for session in ("first", "second"):
         started = time.perf_counter()
-        result = subprocess.run(
-            [*base, "--madengine-manifest-out", f"{session}.json"], cwd=zoo.root, capture_output=True, text=True
-        )
+        result = run_pytest(zoo.root, *ARGS, "--madengine-manifest-out", f"{session}.json")
         timings.append(time.perf_counter() - started)
         assert result.returncode == 0, result.stdout[-2000:]
         manifest = json.loads((zoo.root / f"{session}.json").read_text())

@@ -7,17 +7,17 @@ event stream. Also counts containers left behind once pytest exits.
 from __future__ import annotations
 
 import statistics
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import docker
-from zoo import Zoo, labelled_containers, read_perf
+from zoo import Zoo, labelled_containers, read_perf, run_pytest
 
 LIMIT = 2
 MODELS = 20
+
+ARGS = ("--madengine-arch", "gfx942", "--madengine-gpus", "none")
 
 
 def test_kill_latency_after_the_deadline(tmp_path: Path, docker_client: docker.DockerClient) -> None:
@@ -25,36 +25,14 @@ def test_kill_latency_after_the_deadline(tmp_path: Path, docker_client: docker.D
     zoo.dockerfile()
     zoo.script("sleepy/run.sh", "#!/bin/bash\nsleep 60\n")
     zoo.models([zoo.model(f"sleepy_{i:02d}", script="scripts/sleepy/run.sh", timeout=LIMIT) for i in range(MODELS)])
-    base = [
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--madengine-arch",
-        "gfx942",
-        "--madengine-gpus",
-        "none",
-    ]
-    warm = subprocess.run(
-        [*base, "-k", "sleepy_00", "--madengine-perf-csv", str(tmp_path / "warm.csv")],
-        cwd=zoo.root,
-        capture_output=True,
-        text=True,
-    )
+    warm = run_pytest(zoo.root, *ARGS, "-k", "sleepy_00", "--madengine-perf-csv", str(tmp_path / "warm.csv"))
     assert "timed out after 2 s" in warm.stdout
 
     events: list[dict[str, Any]] = []
     stream = docker_client.events(decode=True, filters={"label": "pytest-madengine.run", "type": "container"})
     reader = threading.Thread(target=lambda: events.extend(e for e in stream), daemon=True)
     reader.start()
-    result = subprocess.run(
-        [*base, "-n", "4", "--madengine-perf-csv", str(tmp_path / "perf.csv")],
-        cwd=zoo.root,
-        capture_output=True,
-        text=True,
-    )
+    result = run_pytest(zoo.root, *ARGS, "-n", "4", "--madengine-perf-csv", str(tmp_path / "perf.csv"))
     left = len(labelled_containers(docker_client))
     stream.close()
     reader.join(timeout=10)
