@@ -13,7 +13,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .container import KEPT_LABEL, RUN_LABEL
+from .container import KEPT_LABEL, RUN_LABEL, remove_by_id
 from .gpu_allocator import token_alive
 from .runtime import DockerUnavailable, Runtime
 
@@ -49,19 +49,14 @@ def remove_run_containers(runtime: Runtime, worker: str | None = None) -> int:
     except (DockerUnavailable, docker.errors.DockerException, requests.exceptions.RequestException):
         return 0  # the daemon is gone: so are its containers' processes
     for container_id in ids:
-        remove_by_id(client, container_id)
+        _sweep(client, container_id)
     return len(ids)
 
 
-def remove_by_id(client: docker.DockerClient, container_id: str) -> None:
-    """Low-level removal: listing and removing races with workers removing their own."""
-    try:
-        client.api.remove_container(container_id, force=True)
-    except (docker.errors.NotFound, requests.exceptions.RequestException):
-        pass
-    except docker.errors.APIError as exc:
-        if "already in progress" not in str(exc):
-            raise
+def _sweep(client: docker.DockerClient, container_id: str) -> None:
+    """A sweep goes on past a container it cannot remove: the others still go."""
+    with contextlib.suppress(requests.exceptions.RequestException):
+        remove_by_id(client, container_id)
 
 
 def orphans(client: docker.DockerClient, run_id: str) -> list[str]:
@@ -92,7 +87,7 @@ def orphan_report(runtime: Runtime) -> str | None:
         return None
     if runtime.settings.reap:
         for container_id in found:
-            remove_by_id(client, container_id)
+            _sweep(client, container_id)
         return f"madengine: removed {len(found)} container(s) left by earlier runs whose pytest is gone"
     return (
         f"madengine: {len(found)} container(s) left by earlier runs whose pytest is gone "

@@ -240,8 +240,13 @@ def _kill(container: Any) -> bool:
 
 def remove_container(container: Any) -> None:
     """Force-remove; a container already gone (or a daemon already gone) is fine."""
+    remove_by_id(container.client, str(container.id))
+
+
+def remove_by_id(client: docker.DockerClient, container_id: str) -> None:
+    """Force-remove by id; tolerates a container that is gone or being removed, and a gone daemon."""
     try:
-        container.remove(force=True)
+        client.api.remove_container(container_id, force=True)
     except docker.errors.NotFound:
         pass
     except docker.errors.APIError as exc:

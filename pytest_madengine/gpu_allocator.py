@@ -29,28 +29,32 @@ def process_token(pid: int | None = None) -> str:
     return f"{pid}:{_start_time(pid)}"
 
 
+def _stat(pid: int) -> tuple[str, str]:
+    """(state, start time) from /proc/<pid>/stat; raises OSError when it cannot be read."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (fields[0] if fields else "?"), (fields[19] if len(fields) > 19 else "?")
+
+
 def _start_time(pid: int) -> str:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return _stat(pid)[1]
     except OSError:
         return "?"
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return fields[19] if len(fields) > 19 else "?"
 
 
 def token_alive(token: str) -> bool:
     pid_text, _, started = token.partition(":")
     pid = int(pid_text)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        state, start = _stat(pid)
     except FileNotFoundError:
         return False
     except OSError:
         return _signal_alive(pid)
-    fields = stat[stat.rindex(")") + 2 :].split()
-    if fields and fields[0] in ("Z", "X"):
+    if state in ("Z", "X"):
         return False  # a killed worker not yet reaped by its parent
-    return started in ("?", fields[19] if len(fields) > 19 else "?")
+    return started in ("?", start)
 
 
 def _signal_alive(pid: int) -> bool:

@@ -129,10 +129,15 @@ class ImageBuilder:
         self._run_id = run_id
         self._rebuild = rebuild
         self._memo: dict[str, BuiltImage | ImageBuildError] = {}
+        self._hashes: dict[tuple[object, ...], str] = {}
         self._progress = progress
 
     def get(self, request: BuildRequest) -> BuiltImage:
-        content_hash = request.content_hash()
+        # Hashing reads the whole build context: once per distinct request and process, not per item.
+        key = (request.dockerfile.path, request.context_dir, request.arch, tuple(sorted(request.build_args.items())))
+        content_hash = self._hashes.get(key)
+        if content_hash is None:
+            content_hash = self._hashes[key] = request.content_hash()
         memo = self._memo.get(content_hash + request.arch)
         if memo is None:
             memo = self._get_locked(request, content_hash)

@@ -66,7 +66,16 @@ def _register_markers(config: pytest.Config, tags: Iterable[str]) -> None:
             known.add(tag)
 
 
-class ModelsFile(pytest.File):
+class PlainCollectErrors(pytest.Collector):
+    """Shows a CollectError as its one-line message, without a traceback."""
+
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
+        if isinstance(excinfo.value, CollectError):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo)
+
+
+class ModelsFile(PlainCollectErrors, pytest.File):
     """A models.json; each (model, arch, matching Dockerfile) becomes a ModelItem."""
 
     def collect(self) -> Iterator[pytest.Item | pytest.Collector]:
@@ -117,17 +126,12 @@ class ModelsFile(pytest.File):
                 skip_reason="",
             )
 
-    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
-        if isinstance(excinfo.value, CollectError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
-
 
 class CollectError(Exception):
     """A models.json problem shown as a one-line collection error, without a traceback."""
 
 
-class InvalidModel(pytest.Collector):
+class InvalidModel(PlainCollectErrors):
     """A bad entry: its own collection error, so the good entries beside it still collect."""
 
     def __init__(self, *, message: str, **kwargs: Any) -> None:
@@ -136,11 +140,6 @@ class InvalidModel(pytest.Collector):
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
         raise CollectError(self.message)
-
-    def repr_failure(self, excinfo: ExceptionInfo[BaseException]) -> str | TerminalRepr:  # type: ignore[override]
-        if isinstance(excinfo.value, CollectError):
-            return str(excinfo.value)
-        return super().repr_failure(excinfo)
 
 
 class ModelItem(pytest.Function):

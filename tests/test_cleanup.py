@@ -208,6 +208,8 @@ class _Proxy:
         self.server.listen(64)
         self.target = target
         self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.dead = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -216,9 +218,13 @@ class _Proxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            self.conns += [client, upstream]
+            with self.lock:  # a connection that races kill() must not reach the engine
+                if self.dead:
+                    client.close()
+                    return
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.target)
+                self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -235,13 +241,16 @@ class _Proxy:
                     s.shutdown(socket.SHUT_RDWR)
 
     def kill(self) -> None:
-        self.server.close()
-        for conn in self.conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-                conn.close()
-            except OSError:
-                pass
+        with self.lock:
+            self.dead = True
+            # shutdown wakes a thread blocked in accept(); close alone would leave it accepting
+            with contextlib.suppress(OSError):
+                self.server.shutdown(socket.SHUT_RDWR)
+            self.server.close()
+            for conn in self.conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
 
 
 def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
@@ -254,7 +263,7 @@ def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
     monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/d.sock")
     proc = _start(pytester)
     try:
-        _wait_for(lambda: len(labelled_containers(docker_client)) == 1)
+        _wait_for(lambda: [c["State"] for c in labelled_containers(docker_client)] == ["running"])
         time.sleep(0.5)
         proxy.kill()
         out, _ = proc.communicate(timeout=120)
