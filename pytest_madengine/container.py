@@ -169,12 +169,17 @@ def start_container(client: docker.DockerClient, options: Mapping[str, Any], arc
         raise ContainerStartError(f"image not found: {exc.explanation or exc}") from None
     except docker.errors.APIError as exc:
         raise ContainerStartError(str(exc.explanation or exc)) from None
+    except requests.exceptions.RequestException as exc:
+        raise DockerConnectionLost(f"lost the connection to the Docker daemon: {exc}") from None
     try:
         container.put_archive("/", archive)
         container.start()
     except docker.errors.APIError as exc:
         remove_container(container)
         raise ContainerStartError(str(exc.explanation or exc)) from None
+    except requests.exceptions.RequestException as exc:
+        remove_container(container)
+        raise DockerConnectionLost(f"lost the connection to the Docker daemon: {exc}") from None
     except BaseException:
         remove_container(container)
         raise

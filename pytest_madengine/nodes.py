@@ -328,6 +328,7 @@ def _plain_failure(exc: BaseException) -> str | None:
             ModelFailure,
             DockerUnavailable,
             ContainerStartError,
+            DockerConnectionLost,
             ManifestError,
             RegistryError,
             PublishError,
