@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -40,6 +42,14 @@ def _remove_test_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
                     client.images.remove(tag, force=True)
     except docker.errors.DockerException:
         pass
+
+
+@pytest.fixture(autouse=True)
+def _run_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions the tests start load run_probe, which records their run id (see zoo.run_id_of)."""
+    tests_dir = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTEST_PLUGINS", "run_probe")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p))
 
 
 @pytest.fixture

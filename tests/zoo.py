@@ -7,11 +7,14 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import docker
+from run_probe import RUN_ID_FILE
 
 BASE_IMAGE = "pytest-madengine/busybox:latest"
 
@@ -65,10 +68,73 @@ def read_perf(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def labelled_containers(client: docker.DockerClient) -> list[dict[str, Any]]:
-    """Low-level listing (no per-container inspect), so containers removed meanwhile don't race."""
-    found = client.api.containers(all=True, filters={"label": "pytest-madengine.run"})
+RUN_LABEL = "pytest-madengine.run"
+
+
+def run_id_of(cwd: Path, timeout: float = 60) -> str:
+    """The run id of the session last started in `cwd` (written by run_probe at configure time);
+    waits for it, so a test may call it while that session starts."""
+    path = cwd / RUN_ID_FILE
+    wait_until(lambda: path.exists() and len(path.read_text()) == 12, timeout, f"no run id in {path}")
+    return path.read_text()
+
+
+def labelled_containers(client: docker.DockerClient, run_id: str) -> list[dict[str, Any]]:
+    """This run's containers, kept copies aside. Low-level listing (no per-container inspect), so
+    containers removed meanwhile don't race; scoped to one run, so other sessions on the engine
+    don't matter."""
+    found = client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})
     return [c for c in found if "pytest-madengine.kept" not in (c.get("Labels") or {})]
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 90, what: str = "condition") -> None:
+    """Poll with a deadline: synchronisation without a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not reached within {timeout} s")
+
+
+class EngineEvents:
+    """The engine's own record of labelled containers' lives (`docker events`), streamed in a
+    background thread while a session runs. Use as a context manager; `of_run` filters one run."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self._stream = client.events(decode=True, filters={"type": "container", "label": RUN_LABEL})
+        self.events: list[dict[str, Any]] = []
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def _read(self) -> None:
+        try:
+            for event in self._stream:
+                self.events.append(event)
+        except Exception:  # the stream is closed under us at the end
+            return
+
+    def __enter__(self) -> EngineEvents:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stream.close()
+        self._thread.join(timeout=10)
+
+    def of_run(self, run_id: str, action: str | None = None) -> list[dict[str, Any]]:
+        """Events of one run (optionally one action: create, start, die, destroy), in engine order."""
+        return [
+            e
+            for e in list(self.events)
+            if e.get("Actor", {}).get("Attributes", {}).get(RUN_LABEL) == run_id
+            and (action is None or e.get("Action") == action)
+        ]
+
+    def times(self, run_id: str, action: str) -> dict[str, float]:
+        """Engine time (seconds) of `action` per test node id (the container's `pytest-madengine.test` label)."""
+        return {
+            e["Actor"]["Attributes"]["pytest-madengine.test"]: e["timeNano"] / 1e9 for e in self.of_run(run_id, action)
+        }
 
 
 class LocalRegistry:
