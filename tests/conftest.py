@@ -44,6 +44,36 @@ def _remove_test_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         pass
 
 
+VENDOR_TOOLS = ("amd-smi", "rocminfo", "rocm-smi", "nvidia-smi", "hipconfig")
+
+
+@pytest.fixture(scope="session")
+def hermetic_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The host's PATH with every GPU tool hidden: each directory holding one is replaced by a shadow
+    directory of links to everything else in it. Tests then see exactly the GPUs their fake host
+    (prepended to this PATH) has, on a real GPU host too."""
+    shadows = tmp_path_factory.mktemp("hermetic-path")
+    parts = []
+    for index, entry in enumerate(p for p in os.environ.get("PATH", "").split(os.pathsep) if p):
+        folder = Path(entry)
+        if not any((folder / tool).exists() for tool in VENDOR_TOOLS):
+            parts.append(entry)
+            continue
+        shadow = shadows / str(index)
+        shadow.mkdir()
+        for child in folder.iterdir():
+            if child.name not in VENDOR_TOOLS:
+                (shadow / child.name).symlink_to(child)
+        parts.append(str(shadow))
+    return os.pathsep.join(parts)
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_gpu_tools(monkeypatch: pytest.MonkeyPatch, hermetic_path: str) -> None:
+    """No real (or stray fake) GPU tool reaches a test, nor the sessions it starts."""
+    monkeypatch.setenv("PATH", hermetic_path)
+
+
 @pytest.fixture(autouse=True)
 def _run_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions the tests start load run_probe, which records their run id (see zoo.run_id_of)."""
