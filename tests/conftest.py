@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -31,15 +32,45 @@ def docker_client() -> Iterator[docker.DockerClient]:
 
 @pytest.fixture(autouse=True, scope="session")
 def _remove_test_images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """Images built from tmp zoos are this suite's litter; remove them at the end."""
+    """This suite's images are its litter; remove them at the end, tagged or dangling: images built from
+    its tmp zoos (their `pytest-madengine.dockerfile` label lies under this session's basetemp; so do
+    the images of containers kept for inspection, which inherit it, with those kept containers) and
+    test base images labelled `pytest-madengine-tests.basetemp` with it. Images of other sessions on
+    the engine name another basetemp and stay."""
     yield
     base = str(tmp_path_factory.getbasetemp())
+
+    def ours(labels: dict[str, str] | None) -> bool:
+        labels = labels or {}
+        recipe = str(labels.get("pytest-madengine.dockerfile", ""))
+        return recipe.startswith(base + os.sep) or labels.get("pytest-madengine-tests.basetemp") == base
+
     try:
         client = docker.from_env()
-        for image in client.images.list(filters={"label": "pytest-madengine.dockerfile"}):
-            if str(image.labels.get("pytest-madengine.dockerfile", "")).startswith(base):
-                for tag in image.tags:
-                    client.images.remove(tag, force=True)
+        for container in client.api.containers(all=True, filters={"label": "pytest-madengine.kept"}):
+            if ours(container.get("Labels")):
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.api.remove_container(container["Id"], force=True)
+        images: dict[str, int] = {}
+        for label in ("pytest-madengine.dockerfile", "pytest-madengine-tests.basetemp"):
+            for image in client.api.images(all=True, filters={"label": label}):
+                if ours(image.get("Labels")):
+                    images[image["Id"]] = int(image.get("Created", 0))
+        # Children before their parents (a parent with children cannot go); what a removal takes
+        # along (untagged parents) is gone by the time its turn comes.
+        pending = sorted(images, key=lambda i: images[i], reverse=True)
+        for _ in range(3):
+            left = []
+            for image_id in pending:
+                try:
+                    client.api.remove_image(image_id, force=True)
+                except docker.errors.NotFound:
+                    pass
+                except docker.errors.APIError:
+                    left.append(image_id)
+            if not left or len(left) == len(pending):
+                break
+            pending = left
     except docker.errors.DockerException:
         pass
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,16 @@ import docker
 from run_probe import RUN_ID_FILE
 
 BASE_IMAGE = "pytest-madengine/busybox:latest"
+# One per suite process: its tests share the default image, while a suite running beside it on the same
+# engine builds its own (so neither one's image cleanup removes an image the other still uses).
+SUITE_SALT = uuid.uuid4().hex
 
 DOCKERFILE = """# CONTEXT {{'gpu_vendor': '{vendor}', 'guest_os': 'UBUNTU'}}
 ARG BASE_DOCKER={base}
 FROM $BASE_DOCKER
 ARG MAD_SYSTEM_GPU_ARCHITECTURE=unknown
 RUN echo "built for $MAD_SYSTEM_GPU_ARCHITECTURE" > /etc/madengine-build
+# test suite {salt}
 """
 
 PERF_SCRIPT = """#!/bin/bash
@@ -41,7 +46,7 @@ class Zoo:
 
     def dockerfile(self, name: str = "dummy", vendors: tuple[str, ...] = ("amd",), body: str | None = None) -> None:
         for vendor in vendors:
-            text = body if body is not None else DOCKERFILE.format(vendor=vendor.upper(), base=BASE_IMAGE)
+            text = body if body is not None else DOCKERFILE.format(vendor=vendor.upper(), base=BASE_IMAGE, salt=SUITE_SALT)
             (self.root / "docker" / f"{name}.ubuntu.{vendor}.Dockerfile").write_text(text)
 
     def script(self, relpath: str, text: str = PERF_SCRIPT) -> None:
