@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import docker
 import pytest
-from zoo import Zoo, labelled_containers, read_perf
+from zoo import EngineEvents, Zoo, labelled_containers, read_perf, run_id_of, wait_until
 
 from pytest_madengine.context import ContextError, build_context, parse_text
 from pytest_madengine.models import ModelSpec
@@ -73,20 +73,50 @@ def test_every_hook_works_from_a_conftest(
 ) -> None:
     sink = pytester.path / "sink.jsonl"
     monkeypatch.setenv("RESULT_SINK", str(sink))
-    result = pytester.runpytest_subprocess(*BASE, "-p", "no:cacheprovider", "-rA", "--junitxml=j.xml", *workers)
+    with EngineEvents(docker_client) as events:
+        result = pytester.runpytest_subprocess(
+            *BASE, "-p", "no:cacheprovider", "-rA", "--junitxml=j.xml", "-o", "junit_logging=system-out", *workers
+        )
+        run_id = run_id_of(pytester.path)
+        wait_until(lambda: len(events.of_run(run_id, "destroy")) == 2, 60, "the engine reports both containers gone")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["build=m-gfx942 env=m[[]gfx942[]]"])
     rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
     assert (rows["custom"]["performance"], rows["custom"]["metric"]) == ("42.5", "custom_units")
     assert rows["m"]["metric"] == "from_log"
     uploaded = [json.loads(line) for line in sink.read_text().splitlines()]
-    assert sorted(u["model"] for u in uploaded) == ["custom", "m"]
-    assert all(u["nodeid"].startswith("models.json::") for u in uploaded)
+    assert sorted((u["nodeid"], u["model"], u["status"]) for u in uploaded) == [
+        ("models.json::custom[gfx942]", "custom", "SUCCESS"),
+        ("models.json::m[gfx942]", "m", "SUCCESS"),
+    ]
     result.stdout.fnmatch_lines(
         ["*pytest_madengine_result hook broken-uploader failed for models.json::*: RuntimeError: database is down*"]
     )
-    assert ET.parse(pytester.path / "j.xml").getroot() is not None
-    assert labelled_containers(docker_client) == []
+    # The engine ran one container per item, with the container_options hook's label, in the image
+    # the JUnit file names.
+    created = {
+        e["Actor"]["Attributes"]["pytest-madengine.test"]: e["Actor"]["Attributes"]
+        for e in events.of_run(run_id, "create")
+    }
+    assert sorted(created) == ["models.json::custom[gfx942]", "models.json::m[gfx942]"]
+    assert {attributes.get("team") for attributes in created.values()} == {"perf"}
+    assert labelled_containers(docker_client, run_id) == []
+    # JUnit: each testcase carries its result as properties (the parse_result hook's for custom, the
+    # log's for m), and, with junit_logging=system-out, the container's log.
+    cases = {case.get("name"): case for case in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")}
+    assert sorted(cases) == ["custom[gfx942]", "m[gfx942]"]
+    for model, performance, metric in (("custom", "42.5", "custom_units"), ("m", "1", "from_log")):
+        case = cases[f"{model}[gfx942]"]
+        properties = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert properties == {
+            "gpus": "",
+            "performance": performance,
+            "metric": metric,
+            "status": "SUCCESS",
+            "gpu_architecture": "gfx942",
+            "docker_image": created[f"models.json::{model}[gfx942]"]["image"],
+        }
+    assert "build=m-gfx942 env=m[gfx942]" in cases["m[gfx942]"].findtext("system-out", "")
 
 
 def test_context_reaches_build_and_container(
@@ -210,7 +240,7 @@ def test_tags_select_and_append_args(pytester: pytest.Pytester, zoo: Zoo) -> Non
     result.assert_outcomes(passed=1)  # workers deselect; xdist's controller reports only what ran
     result.stdout.fnmatch_lines(["args=--base 1 --batch-size 32"])
     rows = read_perf(pytester.path / "perf.csv")
-    assert rows[-1]["model"] == "dummy" and "--batch-size 32" in rows[-1]["args"]
+    assert (rows[-1]["model"], rows[-1]["args"]) == ("dummy", "--base 1 --batch-size 32")
     result = pytester.runpytest_subprocess(*BASE, "--madengine-tags", "nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--madengine-tags 'nope' matches no model*"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -113,6 +114,49 @@ def test_the_summary_respects_quiet(pytester: pytest.Pytester, gated: Zoo) -> No
     assert "madengine results" not in result.stdout.str()
 
 
+def summary_rows(output: str) -> list[str]:
+    """The end-of-session table's data rows, in printed order."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("=") and " madengine results " in line)
+    assert lines[start + 1].split()[:2] == ["model", "arch"], lines[start : start + 3]
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.strip() or line.startswith("="):
+            break
+        rows.append(line)
+    return rows
+
+
+def test_the_summary_puts_failures_and_regressions_before_passes(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """models.json lists the passing models first (and their names sort first too); the table must not."""
+    zoo.script("p/run.sh", PERF)
+    zoo.script("broken/run.sh", "#!/bin/bash\necho broken on purpose\nexit 3\n")
+    zoo.models(
+        [
+            zoo.model("a_pass", script="scripts/p/run.sh", args="100 samples_per_second"),
+            zoo.model("b_pass", script="scripts/p/run.sh", args="100 samples_per_second"),
+            zoo.model("c_fail", script="scripts/broken/run.sh"),
+            zoo.model("d_slow", script="scripts/p/run.sh", args="50 samples_per_second"),
+        ]
+    )
+    write_baseline(
+        zoo.root / "baseline.csv",
+        [("b_pass", "100", "samples_per_second"), ("d_slow", "100", "samples_per_second")],
+    )
+    gate = ("--madengine-baseline", "baseline.csv", "--madengine-max-regression", "5%")
+    result = run(pytester, *gate)
+    result.assert_outcomes(passed=2, failed=2)
+    rows = summary_rows(result.stdout.str())
+    models = [row.split()[0] for row in rows]
+    assert (sorted(models[:2]), sorted(models[2:])) == (["c_fail", "d_slow"], ["a_pass", "b_pass"]), rows
+    assert ["FAILURE" in row for row in rows] == [True, True, False, False], rows
+    assert ["SUCCESS" in row for row in rows] == [False, False, True, True], rows
+    assert "regression" in rows[models.index("d_slow")]
+    # -q: only the failures and regressions.
+    quiet = summary_rows(run(pytester, *gate, "-q").stdout.str())
+    assert sorted(row.split()[0] for row in quiet) == ["c_fail", "d_slow"], quiet
+
+
 def test_unit_direction_and_change() -> None:
     assert lower_is_better("ms") and lower_is_better("latency_p99") and lower_is_better("s/iter")
     assert lower_is_better("seconds") and not lower_is_better("samples_per_second")
@@ -149,7 +193,7 @@ def test_json_report_validates_and_keeps_extra_columns_and_perf_csv_stays_fixed(
     assert results["multi_1"]["extra"] == {"temperature": "40", "power": "300"}
     assert results["p"]["performance"] == 7.0
     assert "about to fail" in results["bad"]["log_tail"]
-    assert document["machine"]["host"]
+    assert document["machine"]["host"] == socket.gethostname()  # the session ran on this host
     frame = pandas.read_csv(pytester.path / "perf.csv")
     assert list(frame.columns) == list(HEADER)
     assert len(frame) == 6
