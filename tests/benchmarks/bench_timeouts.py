@@ -1,21 +1,25 @@
-"""Kill latency: 20 models that sleep past a 2 s limit, under -n 4.
+"""Kill latency: models that sleep past a 2 s limit, under xdist (20 under -n 4; MADENGINE_BENCH=short:
+6 under -n 2).
 
 Latency = the container's `die` event minus (its `start` event + the limit), from the engine's own
-event stream. Also counts containers left behind once pytest exits.
+event stream. Also counts this run's containers left behind once pytest exits (asserted: zero); no
+timing is asserted.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
-import threading
 from pathlib import Path
-from typing import Any
 
 import docker
-from zoo import Zoo, labelled_containers, read_perf, run_pytest
+from run_probe import RUN_ID_FILE
+from zoo import EngineEvents, Zoo, labelled_containers, read_perf, run_id_of, run_pytest
 
+SHORT = os.environ.get("MADENGINE_BENCH") == "short"
 LIMIT = 2
-MODELS = 20
+MODELS = 6 if SHORT else 20
+WORKERS = 2 if SHORT else 4
 
 ARGS = ("--madengine-arch", "gfx942", "--madengine-gpus", "none")
 
@@ -26,26 +30,22 @@ def test_kill_latency_after_the_deadline(tmp_path: Path, docker_client: docker.D
     zoo.script("sleepy/run.sh", "#!/bin/bash\nsleep 60\n")
     zoo.models([zoo.model(f"sleepy_{i:02d}", script="scripts/sleepy/run.sh", timeout=LIMIT) for i in range(MODELS)])
     warm = run_pytest(zoo.root, *ARGS, "-k", "sleepy_00", "--madengine-perf-csv", str(tmp_path / "warm.csv"))
-    assert "timed out after 2 s" in warm.stdout
+    assert f"timed out after {LIMIT} s" in warm.stdout, warm.stdout[-2000:]
+    (zoo.root / RUN_ID_FILE).unlink()  # the measured session's id replaces the warm-up's
 
-    events: list[dict[str, Any]] = []
-    stream = docker_client.events(decode=True, filters={"label": "pytest-madengine.run", "type": "container"})
-    reader = threading.Thread(target=lambda: events.extend(e for e in stream), daemon=True)
-    reader.start()
-    result = run_pytest(zoo.root, *ARGS, "-n", "4", "--madengine-perf-csv", str(tmp_path / "perf.csv"))
-    left = len(labelled_containers(docker_client))
-    stream.close()
-    reader.join(timeout=10)
+    with EngineEvents(docker_client) as engine:
+        result = run_pytest(zoo.root, *ARGS, "-n", str(WORKERS), "--madengine-perf-csv", str(tmp_path / "perf.csv"))
+        run_id = run_id_of(zoo.root)
+        left = len(labelled_containers(docker_client, run_id))
     rows = read_perf(tmp_path / "perf.csv")
     assert [r["reason"] for r in rows] == ["timeout"] * MODELS, result.stdout[-2000:]
 
-    starts = {e["id"]: e["timeNano"] for e in events if e.get("status") == "start"}
-    dies = {e["id"]: e["timeNano"] for e in events if e.get("status") == "die"}
-    latencies = sorted((dies[i] - starts[i]) / 1e9 - LIMIT for i in starts if i in dies)
-    assert len(latencies) == MODELS
+    starts, dies = engine.times(run_id, "start"), engine.times(run_id, "die")
+    assert len(starts) == MODELS and starts.keys() == dies.keys(), (starts, dies)
+    latencies = sorted(dies[test] - starts[test] - LIMIT for test in starts)
     print(
-        f"\ntimeout benchmark: {MODELS} models past a {LIMIT} s limit under -n 4: kill latency after the "
-        f"deadline median {statistics.median(latencies):.2f} s, worst {latencies[-1]:.2f} s (target <= 2 s); "
-        f"containers left behind: {left} (target 0)"
+        f"\ntimeout benchmark{' (short)' if SHORT else ''}: {MODELS} models past a {LIMIT} s limit under "
+        f"-n {WORKERS}: kill latency after the deadline median {statistics.median(latencies):.2f} s, worst "
+        f"{latencies[-1]:.2f} s (target <= 2 s); containers of the run left behind: {left} (target 0)"
     )
     assert left == 0
