@@ -197,32 +197,6 @@ def test_last_failed_and_exitfirst(pytester: pytest.Pytester, zoo: Zoo) -> None:
     assert "b[gfx942]" not in result.stdout.str()
 
 
-def test_build_failure_errors_each_item_after_one_attempt(pytester: pytest.Pytester, zoo: Zoo) -> None:
-    zoo.dockerfile(
-        "broken",
-        body="FROM pytest-madengine/busybox:latest\nRUN echo about to fail && false\n",
-    )
-    zoo.script("m/run.sh")
-    zoo.models(
-        [
-            zoo.model("x", script="scripts/m/run.sh", dockerfile="docker/broken"),
-            zoo.model("y", script="scripts/m/run.sh", dockerfile="docker/broken"),
-        ]
-    )
-    result = run(pytester, "-n", "2")
-    result.assert_outcomes(errors=2)
-    result.stdout.fnmatch_lines(["*image build failed for *broken.ubuntu.amd.Dockerfile (gfx942)*", "*about to fail*"])
-    assert "Traceback" not in result.stdout.str()
-    (log_file,) = (pytester.path / "madengine_logs").glob("broken.ubuntu.amd.gfx942.*.build.log")
-    log = log_file.read_text()
-    assert log.count("# build madengine/") == 1
-    rows = read_perf(pytester.path / "perf.csv")
-    assert sorted((r["model"], r["status"], r["reason"]) for r in rows) == [
-        ("x", "FAILURE", "image build failed"),
-        ("y", "FAILURE", "image build failed"),
-    ]
-
-
 def test_scripts_see_shared_folders_and_write_nothing_into_the_zoo(pytester: pytest.Pytester, zoo: Zoo) -> None:
     zoo.script("common/lib.sh", "value=from_common\n")
     zoo.script(
