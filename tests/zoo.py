@@ -46,7 +46,9 @@ class Zoo:
 
     def dockerfile(self, name: str = "dummy", vendors: tuple[str, ...] = ("amd",), body: str | None = None) -> None:
         for vendor in vendors:
-            text = body if body is not None else DOCKERFILE.format(vendor=vendor.upper(), base=BASE_IMAGE, salt=SUITE_SALT)
+            text = (
+                body if body is not None else DOCKERFILE.format(vendor=vendor.upper(), base=BASE_IMAGE, salt=SUITE_SALT)
+            )
             (self.root / "docker" / f"{name}.ubuntu.{vendor}.Dockerfile").write_text(text)
 
     def script(self, relpath: str, text: str = PERF_SCRIPT) -> None:
