@@ -109,7 +109,8 @@ def _hermetic_gpu_tools(monkeypatch: pytest.MonkeyPatch, hermetic_path: str) -> 
 def _run_probe(monkeypatch: pytest.MonkeyPatch) -> None:
     """Sessions the tests start load run_probe, which records their run id (see zoo.run_id_of)."""
     tests_dir = str(Path(__file__).parent)
-    monkeypatch.setenv("PYTEST_PLUGINS", "run_probe")
+    plugins = [p for p in os.environ.get("PYTEST_PLUGINS", "").split(",") if p.strip()]
+    monkeypatch.setenv("PYTEST_PLUGINS", ",".join([*plugins, "run_probe"]))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (tests_dir, os.environ.get("PYTHONPATH", "")) if p))
 
 

@@ -9,14 +9,16 @@ import re
 import signal
 import socket
 import subprocess
-import sys
+import tempfile
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-from zoo import Zoo, labelled_containers, read_perf, run_id_of, wait_until
+from filelock import FileLock
+from zoo import Zoo, kill_session, labelled_containers, read_perf, remove_run, run_id_of, start_session, wait_until
 
 BASE = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "--madengine-perf-csv", "perf.csv")
 RUN_LABEL = "pytest-madengine.run"
@@ -39,13 +41,6 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def _remove_run(client: docker.DockerClient, run_id: str) -> None:
-    """Cleanup in a finally: whatever a run left (a test that fails must not leak)."""
-    for container in client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}):
-        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-            client.api.remove_container(container["Id"], force=True)
-
-
 def _remove_kept(client: docker.DockerClient, run_id: str) -> None:
     """Kept copies of one run, and the images they were frozen into."""
     for container in client.api.containers(all=True, filters={"label": f"{KEPT_LABEL}={run_id}"}):
@@ -55,23 +50,8 @@ def _remove_kept(client: docker.DockerClient, run_id: str) -> None:
             client.images.remove(container["ImageID"], force=True)
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
-    """A session a test started (in its own process group) does not outlive the test."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-
-
 def _start(pytester: pytest.Pytester, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pytest", *BASE, "-p", "no:cacheprovider", *args],
-        cwd=pytester.path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return start_session(pytester.path, *BASE, "-p", "no:cacheprovider", *args)
 
 
 def _failure_section(out: str, title: str) -> str:
@@ -199,9 +179,9 @@ def test_the_controller_removes_a_crashed_workers_containers(
         assert _records(pytester.path / "node-down.jsonl") == [{"worker": worker, "left": []}], out
         assert labelled_containers(docker_client, run_id) == []
     finally:
-        _kill_group(proc)
+        kill_session(proc)
         if run_id:
-            _remove_run(docker_client, run_id)
+            remove_run(docker_client, run_id)
 
 
 def test_default_limit_from_ini(pytester: pytest.Pytester, slow_zoo: Zoo) -> None:
@@ -302,9 +282,9 @@ def test_interrupt_removes_every_container_and_keeps_finished_rows(
         assert banners == [INTERRUPT_BANNER[sig]], out
         assert re.fullmatch(r"=+ 2 passed in [\d.]+s(?: \([\d:]+\))? =+", out.splitlines()[-1]), out
     finally:
-        _kill_group(proc)
+        kill_session(proc)
         if run_id:
-            _remove_run(docker_client, run_id)
+            remove_run(docker_client, run_id)
 
 
 def test_unreachable_daemon_is_one_clear_error(
@@ -343,36 +323,41 @@ def test_leftovers_of_dead_runs_are_reported_and_reaped(
 ) -> None:
     zoo.script("m/run.sh")
     zoo.models([zoo.model("m")])
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    leftover = docker_client.containers.create(
-        "pytest-madengine/busybox:latest",
-        ["sleep", "600"],
-        labels={
-            RUN_LABEL: "deadbeef0000",
-            "pytest-madengine.session-pid": str(dead.pid),
-            "pytest-madengine.host": socket.gethostname(),
-        },
+    # A pid above the kernel's limit: no process has it, now or later.
+    dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    # --madengine-reap is engine-wide by design: a suite running beside this one must not reap our
+    # leftover between its creation and our checks, so the two suites take turns here.
+    with FileLock(os.path.join(tempfile.gettempdir(), "pytest-madengine-tests-reap.lock")):
+        leftover = docker_client.containers.create(
+            "pytest-madengine/busybox:latest",
+            ["sleep", "600"],
+            labels={
+                RUN_LABEL: uuid.uuid4().hex[:12],
+                "pytest-madengine.session-pid": str(dead_pid),
+                "pytest-madengine.host": socket.gethostname(),
+            },
+        )
+        try:
+            _report_and_reap(pytester, docker_client, leftover.id)
+        finally:
+            with contextlib.suppress(docker.errors.NotFound):
+                leftover.remove(force=True)
+
+
+def _report_and_reap(pytester: pytest.Pytester, docker_client: docker.DockerClient, leftover: str) -> None:
+    # Other runs may have left orphans of their own on this engine: ours is counted among them.
+    result = run(pytester, "-k", "nothing")
+    found = re.search(
+        r"^madengine: (\d+) container\(s\) left by earlier runs whose pytest is gone .*--madengine-reap",
+        result.stdout.str(),
+        re.M,
     )
-    try:
-        # Other sessions on the engine may have left orphans of their own: count ours among them.
-        result = run(pytester, "-k", "nothing")
-        found = re.search(
-            r"^madengine: (\d+) container\(s\) left by earlier runs whose pytest is gone .*--madengine-reap",
-            result.stdout.str(),
-            re.M,
-        )
-        assert found and int(found.group(1)) >= 1, result.stdout.str()
-        assert docker_client.containers.get(leftover.id)
-        result = run(pytester, "-k", "nothing", "--madengine-reap")
-        result.stdout.re_match_lines(
-            [r"madengine: removed \d+ container\(s\) left by earlier runs whose pytest is gone"]
-        )
-        with pytest.raises(docker.errors.NotFound):
-            docker_client.containers.get(leftover.id)
-    finally:
-        with contextlib.suppress(docker.errors.NotFound):
-            leftover.remove(force=True)
+    assert found and int(found.group(1)) >= 1, result.stdout.str()
+    assert docker_client.containers.get(leftover)  # reported, not removed
+    result = run(pytester, "-k", "nothing", "--madengine-reap")
+    result.stdout.re_match_lines([r"madengine: removed \d+ container\(s\) left by earlier runs whose pytest is gone"])
+    with pytest.raises(docker.errors.NotFound):
+        docker_client.containers.get(leftover)
 
 
 def _kept_hint(out: str, nodeid: str) -> str:
@@ -492,14 +477,16 @@ def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
     slow_zoo.models([slow_zoo.model("slow")])
     # Build the image through the real socket first: the proxied session then only runs.
     run(pytester, "--madengine-build-only").assert_outcomes(passed=1)
-    (pytester.path / "madengine-run-id").unlink()
-    proxy = _Proxy(pytester.path / "d.sock")
+    engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    assert engine.startswith("unix://"), "the relay cuts a unix-socket connection to the engine"
+    proxy = _Proxy(pytester.path / "d.sock", engine.removeprefix("unix://"))
     monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/d.sock")
     proc = _start(pytester)
     run_id = ""
     try:
         run_id = run_id_of(pytester.path)
-        # The model runs and the plugin waits on it (its /wait request went through the relay).
+        # The model runs and the plugin waits on it: its /wait request (the Docker API call that blocks
+        # while a container runs) went through the relay, so cutting the relay now is "mid-run".
         wait_until(
             lambda: (
                 [c["State"] for c in labelled_containers(docker_client, run_id)] == ["running"] and proxy.saw(b"/wait")
@@ -511,9 +498,9 @@ def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
         out, _ = proc.communicate(timeout=120)
     finally:
         proxy.kill()
-        _kill_group(proc)
+        kill_session(proc)
         if run_id:
-            _remove_run(docker_client, run_id)
+            remove_run(docker_client, run_id)
     assert "lost the connection to the Docker daemon" in out, out
     assert re.fullmatch(r"=+ 1 failed in [\d.]+s(?: \([\d:]+\))? =+", out.splitlines()[-1]), out
     assert "Traceback" not in out

@@ -163,7 +163,7 @@ def test_h100_fake_list_agrees_with_the_query(hosts: FakeHosts) -> None:
         [str(FAKEHOSTS / "h100_2" / "bin" / "nvidia-smi"), "-L"], capture_output=True, text=True, check=True
     ).stdout
     listed = [re.fullmatch(r"GPU (\d+): (.+) \(UUID: (GPU-[0-9a-f-]{36})\)", line) for line in out.splitlines()]
-    assert all(listed)
+    assert len(listed) == 2 and all(listed), out
     detected = detect_gpus(hosts.host("h100_2"), timeout=10).gpus
     assert [(int(m.group(1)), m.group(2), m.group(3)) for m in listed if m] == [
         (g.index, g.product_name, g.uuid) for g in detected
@@ -176,11 +176,12 @@ def test_amd_hang_kills_the_hung_probe_and_returns_rocminfo_gpus(tmp_path: Path,
     calls = tmp_path / "amd-smi.calls"
     bin_dir = link_tools(tmp_path / "bin", "amd_hang", "rocminfo", "rocm-smi")
     spy_tool(bin_dir, "amd_hang", "amd-smi", calls)
-    detection = detect_gpus(hosts.env(bin_dir), timeout=1.0)
+    # 3 s: the healthy tools beside it must answer within the same limit on a loaded machine.
+    detection = detect_gpus(hosts.env(bin_dir), timeout=3.0)
 
     wait_until(lambda: not hosts.survivors(), 30, "the hung amd-smi and its child are killed")
     assert len(calls_of(calls)) == 1, calls_of(calls)  # a wedged tool costs one timeout, not one per query
-    warning_about(detection, "amd-smi", TIMED_OUT, limit(1.0))
+    warning_about(detection, "amd-smi", TIMED_OUT, limit(3.0))
     assert len(detection.warnings) == 1
     assert len(detection.gpus) == 4
     assert detection.vendor == "AMD"
@@ -215,7 +216,7 @@ def test_amd_broken_gives_warnings_not_gpus(hosts: FakeHosts) -> None:
 
 @pytest.mark.parametrize("host", ["mi300x_8", "h100_2", "amd_hang", "none", "amd_broken"])
 def test_dict_round_trip_through_json(host: str, hosts: FakeHosts) -> None:
-    detection = detect_gpus(hosts.host(host), timeout=1.0)
+    detection = detect_gpus(hosts.host(host), timeout=3.0)
     data = json.loads(json.dumps(detection.to_dict()))
 
     assert Detection.from_dict(data) == detection
@@ -358,7 +359,7 @@ def test_hang_kills_every_process_of_the_probe(tmp_path: Path, hosts: FakeHosts)
     pid_file = tmp_path / "child.pid"
     write_tool(tmp_path / "bin", "amd-smi", f"trap '' TERM\nsleep 600 &\necho $! > '{pid_file}'\nwait\n")
     done: list[Detection] = []
-    probe = threading.Thread(target=lambda: done.append(detect_gpus(hosts.env(tmp_path / "bin"), timeout=2.0)))
+    probe = threading.Thread(target=lambda: done.append(detect_gpus(hosts.env(tmp_path / "bin"), timeout=5.0)))
     probe.start()
     try:
         # While the probe hangs: its child is running and carries the mark (so survivors() can see it).
@@ -366,10 +367,11 @@ def test_hang_kills_every_process_of_the_probe(tmp_path: Path, hosts: FakeHosts)
         child = int(pid_file.read_text())
         assert child in hosts.survivors()
     finally:
-        probe.join()
+        probe.join(timeout=60)
+    assert not probe.is_alive(), "detection did not return after its probe's limit"
     (detection,) = done
     wait_until(lambda: not hosts.survivors(), 30, "the hung tool's child is killed with it")
-    warning_about(detection, "amd-smi", TIMED_OUT, limit(2.0))
+    warning_about(detection, "amd-smi", TIMED_OUT, limit(5.0))
     assert detection.gpus == ()
 
 

@@ -220,7 +220,7 @@ def lifetimes(events: EngineEvents, run_id: str, count: int) -> dict[str, tuple[
 def test_containers_sharing_a_gpu_never_run_at_the_same_time(
     pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
 ) -> None:
-    zoo.script("sleeper/run.sh", SLEEPER.format(seconds=2))
+    zoo.script("sleeper/run.sh", SLEEPER.format(seconds=4))  # long enough to overlap on a loaded host
     sizes = [2, 1, 1, 2, 1, 1, 2, 1]
     zoo.models([zoo.model(f"m{i}", script="scripts/sleeper/run.sh", n_gpus=str(n)) for i, n in enumerate(sizes)])
     with EngineEvents(docker_client) as events:

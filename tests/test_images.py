@@ -133,12 +133,10 @@ def unique_base(docker_client: docker.DockerClient, tmp_path_factory: pytest.Tem
 
 
 @pytest.fixture
-def two_dockerfiles(zoo: Zoo, pytester: pytest.Pytester) -> Zoo:
-    # The tmp path in a comment makes these images this test's own (no reuse from other tests).
+def two_dockerfiles(zoo: Zoo, unique_base: UniqueBase) -> Zoo:
+    # FROM this test's own base: no reuse from other tests or sessions, and its builds are countable.
     for name in ("alpha", "beta"):
-        zoo.dockerfile(
-            name, body=f"FROM pytest-madengine/busybox:latest\nRUN echo {name} > /which\n# {pytester.path}\n"
-        )
+        zoo.dockerfile(name, body=f"FROM {unique_base.ref}\nRUN echo {name} > /which\n")
     zoo.script("m/run.sh", '#!/bin/bash\necho "performance: 1 $(cat /which)"\n')
     zoo.models(
         [zoo.model(f"a{i}", script="scripts/m/run.sh", dockerfile="docker/alpha") for i in range(3)]
@@ -147,42 +145,47 @@ def two_dockerfiles(zoo: Zoo, pytester: pytest.Pytester) -> Zoo:
     return zoo
 
 
-def builds(rows: list[dict[str, str]]) -> dict[str, set[str]]:
-    """docker_image -> build durations seen: '0' means reused from an earlier session."""
-    seen: dict[str, set[str]] = {}
-    for row in rows:
-        seen.setdefault(row["docker_image"], set()).add(row["build_duration"])
-    return seen
+def image_repos(tags: Counter[str]) -> Counter[str]:
+    """Builds per `<dockerfile base>:<arch>` (the content hash dropped from the tag)."""
+    return Counter(f"{tag.split(':')[0]}:{tag.split(':')[1].split('-')[0]}" for tag in tags.elements())
 
 
-def test_built_once_per_session_and_not_at_all_when_unchanged(pytester: pytest.Pytester, two_dockerfiles: Zoo) -> None:
-    run(pytester, *ARCHS, "-n", "4", "--madengine-perf-csv", "first.csv").assert_outcomes(passed=12)
-    first = read_perf(pytester.path / "first.csv")
-    images = builds(first)
-    assert len(images) == 4  # 2 Dockerfiles x 2 archs, under -n 4
-    assert all(len(d) == 1 and d != {"0"} for d in images.values())
-    assert {r["docker_image"].split(":")[0] for r in first} == {
-        "madengine/alpha.ubuntu.amd",
-        "madengine/beta.ubuntu.amd",
-    }
-    logs = sorted(p.name.rsplit(".", 3)[0] for p in (pytester.path / "madengine_logs").glob("*.build.log"))
-    assert logs == [f"{n}.ubuntu.amd.{a}" for n in ("alpha", "beta") for a in ("gfx90a", "gfx942")]
-    run(pytester, *ARCHS, "-n", "4", "--madengine-perf-csv", "second.csv").assert_outcomes(passed=12)
-    assert all(d == {"0"} for d in builds(read_perf(pytester.path / "second.csv")).values())
+ALL_FOUR = Counter(f"madengine/{n}.ubuntu.amd:{a}" for n in ("alpha", "beta") for a in ("gfx90a", "gfx942"))
 
 
-def test_one_changed_byte_rebuilds_exactly_its_images(pytester: pytest.Pytester, two_dockerfiles: Zoo) -> None:
-    run(pytester, *ARCHS, "--madengine-perf-csv", "first.csv").assert_outcomes(passed=12)
-    alpha = two_dockerfiles.root / "docker" / "alpha.ubuntu.amd.Dockerfile"
-    alpha.write_text(alpha.read_text().replace("echo alpha", "echo alphA"))
-    run(pytester, *ARCHS, "--madengine-perf-csv", "second.csv").assert_outcomes(passed=12)
-    second = read_perf(pytester.path / "second.csv")
-    rebuilt = {r["model"] for r in second if r["build_duration"] != "0"}
-    assert rebuilt == {"a0", "a1", "a2"}
-    assert {r["metric"] for r in second if r["model"].startswith("a")} == {"alphA"}
-    result = run(pytester, *ARCHS, "--madengine-perf-csv", "third.csv", "--madengine-rebuild", "-k", "b0")
-    result.assert_outcomes(passed=2)
-    assert all(r["build_duration"] != "0" for r in read_perf(pytester.path / "third.csv"))
+def test_built_once_per_session_and_not_at_all_when_unchanged(
+    pytester: pytest.Pytester, two_dockerfiles: Zoo, unique_base: UniqueBase
+) -> None:
+    with unique_base.watch() as engine:
+        run(pytester, *ARCHS, "-n", "4", "--madengine-perf-csv", "first.csv").assert_outcomes(passed=12)
+        first = engine.builds()
+        # 2 Dockerfiles x 2 archs, each built exactly once by the engine for 12 items on 4 workers.
+        assert image_repos(first) == ALL_FOUR
+        assert {r["docker_image"] for r in read_perf(pytester.path / "first.csv")} == set(first)
+        run(pytester, *ARCHS, "-n", "4", "--madengine-perf-csv", "second.csv").assert_outcomes(passed=12)
+        assert engine.builds() == first  # the unchanged images of the first session are reused
+    assert {r["docker_image"] for r in read_perf(pytester.path / "second.csv")} == set(first)
+
+
+def test_one_changed_byte_rebuilds_exactly_its_images(
+    pytester: pytest.Pytester, two_dockerfiles: Zoo, unique_base: UniqueBase
+) -> None:
+    alpha_images = Counter({"madengine/alpha.ubuntu.amd:gfx90a": 1, "madengine/alpha.ubuntu.amd:gfx942": 1})
+    beta_images = Counter({"madengine/beta.ubuntu.amd:gfx90a": 1, "madengine/beta.ubuntu.amd:gfx942": 1})
+    with unique_base.watch() as engine:
+        run(pytester, *ARCHS, "--madengine-perf-csv", "first.csv").assert_outcomes(passed=12)
+        first = engine.builds()
+        alpha = two_dockerfiles.root / "docker" / "alpha.ubuntu.amd.Dockerfile"
+        alpha.write_text(alpha.read_text().replace("echo alpha", "echo alphA"))
+        run(pytester, *ARCHS, "--madengine-perf-csv", "second.csv").assert_outcomes(passed=12)
+        second = engine.builds()
+        assert image_repos(second - first) == alpha_images
+        rows = read_perf(pytester.path / "second.csv")
+        assert {r["metric"] for r in rows if r["model"].startswith("a")} == {"alphA"}
+        result = run(pytester, *ARCHS, "--madengine-perf-csv", "third.csv", "--madengine-rebuild", "-k", "b0")
+        result.assert_outcomes(passed=2)
+        # --madengine-rebuild builds b0's (unchanged) images again, on both archs.
+        assert image_repos(engine.builds() - second) == beta_images
 
 
 def test_verbose_shows_build_steps_as_they_go(pytester: pytest.Pytester, two_dockerfiles: Zoo) -> None:

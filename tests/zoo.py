@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 from run_probe import RUN_ID_FILE
 
 BASE_IMAGE = "pytest-madengine/busybox:latest"
@@ -46,9 +50,10 @@ class Zoo:
 
     def dockerfile(self, name: str = "dummy", vendors: tuple[str, ...] = ("amd",), body: str | None = None) -> None:
         for vendor in vendors:
-            text = (
-                body if body is not None else DOCKERFILE.format(vendor=vendor.upper(), base=BASE_IMAGE, salt=SUITE_SALT)
-            )
+            if body is None:
+                text = DOCKERFILE.format(vendor=vendor.upper(), base=BASE_IMAGE, salt=SUITE_SALT)
+            else:  # salted too: a suite beside this one must not share (and then remove) these images
+                text = body + ("" if body.endswith("\n") else "\n") + f"# test suite {SUITE_SALT}\n"
             (self.root / "docker" / f"{name}.ubuntu.{vendor}.Dockerfile").write_text(text)
 
     def script(self, relpath: str, text: str = PERF_SCRIPT) -> None:
@@ -84,6 +89,40 @@ def run_id_of(cwd: Path, timeout: float = 60) -> str:
     path = cwd / RUN_ID_FILE
     wait_until(lambda: path.exists() and len(path.read_text()) == 12, timeout, f"no run id in {path}")
     return path.read_text()
+
+
+def forget_run_id(cwd: Path) -> None:
+    """Before starting a session in the background in `cwd`: run_id_of must not read an earlier session's id."""
+    (cwd / RUN_ID_FILE).unlink(missing_ok=True)
+
+
+def start_session(cwd: Path, *args: str) -> subprocess.Popen[str]:
+    """pytest in the background, in its own process group (so kill_session takes its workers too)."""
+    forget_run_id(cwd)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pytest", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def kill_session(proc: subprocess.Popen[str]) -> None:
+    """For a finally: a session a test started does not outlive the test, whatever happened."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired, ValueError):
+        proc.communicate(timeout=30)
+
+
+def remove_run(client: docker.DockerClient, run_id: str) -> None:
+    """For a finally: whatever containers a run left (a test that fails must not leak)."""
+    for container in client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            client.api.remove_container(container["Id"], force=True)
 
 
 def labelled_containers(client: docker.DockerClient, run_id: str) -> list[dict[str, Any]]:

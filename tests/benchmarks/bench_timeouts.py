@@ -14,7 +14,7 @@ from pathlib import Path
 
 import docker
 from run_probe import RUN_ID_FILE
-from zoo import EngineEvents, Zoo, labelled_containers, read_perf, run_id_of, run_pytest
+from zoo import EngineEvents, Zoo, labelled_containers, read_perf, run_id_of, run_pytest, wait_until
 
 SHORT = os.environ.get("MADENGINE_BENCH") == "short"
 LIMIT = 2
@@ -36,6 +36,10 @@ def test_kill_latency_after_the_deadline(tmp_path: Path, docker_client: docker.D
     with EngineEvents(docker_client) as engine:
         result = run_pytest(zoo.root, *ARGS, "-n", str(WORKERS), "--madengine-perf-csv", str(tmp_path / "perf.csv"))
         run_id = run_id_of(zoo.root)
+        # The stream trails the engine a little: wait for every container's end before reading it.
+        wait_until(
+            lambda: len(engine.of_run(run_id, "destroy")) >= MODELS, 60, "the engine reports every container gone"
+        )
         left = len(labelled_containers(docker_client, run_id))
     rows = read_perf(tmp_path / "perf.csv")
     assert [r["reason"] for r in rows] == ["timeout"] * MODELS, result.stdout[-2000:]
