@@ -1,0 +1,230 @@
+"""Which Dockerfiles a model's `dockerfile` prefix names, which of them an arch uses, and arch names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_madengine.archs import AMD, NVIDIA, ArchError, parse_arch_list, skipped_arch, vendor_of
+from pytest_madengine.dockerfiles import Dockerfile, candidates, read_context_header, select
+from pytest_madengine.models import ModelsFileError, ModelSpec
+
+
+def spec(root: Path, prefix: str, name: str = "m") -> ModelSpec:
+    return ModelSpec(name=name, source=root / "models.json", lineno=0, root=root, dockerfile=prefix, scripts="x")
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# -- candidates: `ls <prefix>.*` -------------------------------------------------------------------------------------
+
+
+def test_candidates_are_the_prefix_dot_files_in_name_order_with_their_headers(tmp_path: Path) -> None:
+    docker = tmp_path / "docker"
+    nvidia = write(docker / "m.ubuntu.nvidia.Dockerfile", "# CONTEXT {'gpu_vendor': 'NVIDIA', 'guest_os': 'UBUNTU'}\n")
+    amd = write(docker / "m.ubuntu.amd.Dockerfile", "# CONTEXT {'gpu_vendor': 'AMD'}\nFROM x\n")
+    plain = write(docker / "m.txt", "FROM y\n")
+    write(docker / "m_other.ubuntu.amd.Dockerfile", "FROM z\n")  # another prefix
+    write(docker / "mm.Dockerfile", "FROM z\n")
+    (docker / "m.dir.Dockerfile").mkdir()  # not a file
+    assert candidates(spec(tmp_path, "docker/m")) == [
+        Dockerfile(plain, "txt", {}),
+        Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"}),
+        Dockerfile(nvidia, "ubuntu.nvidia", {"gpu_vendor": "NVIDIA", "guest_os": "UBUNTU"}),
+    ]
+
+
+def test_a_variant_is_never_empty(tmp_path: Path) -> None:
+    write(tmp_path / "docker" / "m.Dockerfile", "FROM x\n")
+    write(tmp_path / "docker" / "m.", "FROM x\n")
+    assert [(d.variant, d.base_name) for d in candidates(spec(tmp_path, "docker/m"))] == [
+        ("m.", "m."),  # nothing after the prefix: the file name
+        ("Dockerfile", "m"),
+    ]
+
+
+@pytest.mark.parametrize("prefix", ["docker/nope", "missing_dir/m"])
+def test_a_prefix_without_files_is_an_error_naming_model_and_prefix(tmp_path: Path, prefix: str) -> None:
+    write(tmp_path / "docker" / "m.ubuntu.amd.Dockerfile", "FROM x\n")
+    with pytest.raises(ModelsFileError) as info:
+        candidates(spec(tmp_path, prefix, name="bert"))
+    assert str(info.value) == (
+        f"{tmp_path / 'models.json'}: model 'bert': field 'dockerfile' prefix '{prefix}' "
+        f"matches no file ({tmp_path / prefix}.*)"
+    )
+
+
+def test_a_bad_header_is_an_error_naming_model_and_file(tmp_path: Path) -> None:
+    bad = write(tmp_path / "docker" / "m.amd.Dockerfile", "# CONTEXT {'gpu_vendor': AMD}\n")
+    with pytest.raises(ModelsFileError) as info:
+        candidates(spec(tmp_path, "docker/m", name="bert"))
+    assert str(info.value).startswith(
+        f"model 'bert': field 'dockerfile': {bad}: '# CONTEXT' header is not a Python dict literal: "
+    )
+
+
+# -- the `# CONTEXT` header --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "header"),
+    [
+        ("# CONTEXT {'gpu_vendor': 'AMD'}\n", {"gpu_vendor": "AMD"}),
+        ("FROM x\n\n\n\n# CONTEXT {'a': 1}  \n", {"a": 1}),  # the fifth line still counts
+        ("FROM x\n\n\n\n\n# CONTEXT {'a': 1}\n", {}),  # the sixth does not
+        ("# CONTEXT {1: 'x'}\n", {"1": "x"}),  # keys become strings
+        ("# CONTEXT {'a': 1}\n# CONTEXT {'b': 2}\n", {"a": 1}),  # the first header wins
+        ("#CONTEXT {'a': 1}\n", {}),
+        ("# CONTEXT {'note': 'see # CONTEXT below'}\n", {"note": "see # CONTEXT below"}),  # first marker only
+        ("", {}),
+    ],
+)
+def test_context_header(tmp_path: Path, text: str, header: dict[str, object]) -> None:
+    assert read_context_header(write(tmp_path / "x.Dockerfile", text)) == header
+
+
+def test_a_dockerfile_that_is_not_utf8_is_still_read(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.Dockerfile"
+    path.write_bytes(b"# caf\xe9\n# CONTEXT {'gpu_vendor': 'AMD'}\nARG BASE_DOCKER=rocm/x:1 # \xff\n")
+    assert read_context_header(path) == {"gpu_vendor": "AMD"}
+    assert Dockerfile(path, "latin1").default_base_docker() == "rocm/x:1"
+
+
+def test_a_header_that_is_not_a_literal_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.Dockerfile", "# CONTEXT {'a': open('x')}\n")
+    with pytest.raises(ModelsFileError, match=r"'# CONTEXT' header is not a Python dict literal: "):
+        read_context_header(path)
+
+
+def test_a_header_with_a_syntax_error_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.Dockerfile", "# CONTEXT {'a': \n")
+    with pytest.raises(ModelsFileError, match=r"'# CONTEXT' header is not a Python dict literal: "):
+        read_context_header(path)
+
+
+def test_a_header_that_is_not_a_dict_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path / "x.Dockerfile", "# CONTEXT ['AMD']\n")
+    with pytest.raises(ModelsFileError) as info:
+        read_context_header(path)
+    assert str(info.value) == f"{path}: '# CONTEXT' header must be a dict, got list"
+
+
+def test_an_unreadable_dockerfile_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelsFileError) as info:
+        read_context_header(tmp_path / "gone.Dockerfile")
+    assert str(info.value).startswith(f"{tmp_path / 'gone.Dockerfile'}: cannot read Dockerfile: ")
+
+
+# -- choosing by context ------------------------------------------------------------------------------------------------
+
+
+def dockerfile(**context: object) -> Dockerfile:
+    return Dockerfile(Path("docker/m.x.Dockerfile"), "x", context)
+
+
+def test_every_header_key_the_context_has_must_agree_case_insensitively() -> None:
+    amd_ubuntu = dockerfile(gpu_vendor="AMD", guest_os="UBUNTU")
+    assert amd_ubuntu.matches({"gpu_vendor": "amd", "guest_os": "ubuntu"})
+    assert amd_ubuntu.matches({"gpu_vendor": "AMD"})  # keys the context lacks do not filter
+    assert amd_ubuntu.matches({"other": "x"})
+    assert not amd_ubuntu.matches({"gpu_vendor": "NVIDIA", "guest_os": "UBUNTU"})
+    assert not amd_ubuntu.matches({"gpu_vendor": "AMD", "guest_os": "CENTOS"})
+    assert dockerfile().matches({"gpu_vendor": "NVIDIA"})
+    assert dockerfile(n=1).matches({"n": "1"})  # values compared as text
+
+
+def test_select_keeps_the_matching_files_in_order() -> None:
+    amd, nvidia, any_vendor = dockerfile(gpu_vendor="AMD"), dockerfile(gpu_vendor="NVIDIA"), dockerfile()
+    assert select([amd, nvidia, any_vendor], {"gpu_vendor": "NVIDIA"}) == [nvidia, any_vendor]
+    assert select([amd, nvidia, any_vendor], {}) == [amd, nvidia, any_vendor]
+
+
+# -- the Dockerfile's own facts ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "base"),
+    [
+        ("ARG BASE_DOCKER=rocm/pytorch:latest\nFROM $BASE_DOCKER\n", "rocm/pytorch:latest"),
+        ('# CONTEXT {}\n  ARG   BASE_DOCKER="nvcr.io/x:1"\n', "nvcr.io/x:1"),
+        ("ARG BASE_DOCKER='a/b'  # comment\n", "a/b"),
+        ("ARG BASE_DOCKER=registry/img:FIX\n", "registry/img:FIX"),  # only quotes are stripped
+        ("FROM ubuntu\n", ""),
+        ("# ARG BASE_DOCKER=commented/out\n", ""),
+    ],
+)
+def test_default_base_docker(tmp_path: Path, text: str, base: str) -> None:
+    assert Dockerfile(write(tmp_path / "m.Dockerfile", text), "m").default_base_docker() == base
+
+
+def test_default_base_docker_of_an_unreadable_file_is_empty(tmp_path: Path) -> None:
+    assert Dockerfile(tmp_path / "gone.Dockerfile", "gone").default_base_docker() == ""
+
+
+def test_base_name_drops_the_dockerfile_suffix_only() -> None:
+    assert Dockerfile(Path("docker/m.ubuntu.amd.Dockerfile"), "ubuntu.amd").base_name == "m.ubuntu.amd"
+    assert Dockerfile(Path("docker/m.txt"), "txt").base_name == "m.txt"
+
+
+# -- arch names ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arch", "vendor"),
+    [
+        ("cpu", None),
+        ("gfx942", AMD),
+        ("GFX90A", AMD),
+        ("gfx1100", AMD),
+        ("sm_90", NVIDIA),
+        ("sm80", NVIDIA),
+        ("SM_90a", NVIDIA),
+        ("H100", NVIDIA),
+        ("a100", NVIDIA),
+        ("RTX4090", NVIDIA),
+        ("GH200", NVIDIA),
+        ("GB200", NVIDIA),
+        ("NVIDIA L40S", NVIDIA),
+        ("MI300X", AMD),  # an AMD name, though it has the shape of NVIDIA's short names
+        ("mi250", AMD),
+        ("AMD Instinct MI210", AMD),
+    ],
+)
+def test_vendor_of_an_arch(arch: str, vendor: str | None) -> None:
+    assert vendor_of(arch) == vendor
+
+
+@pytest.mark.parametrize("arch", ["banana", "gfx", "gfxzz", "sm_", "CPU", ""])
+def test_an_unknown_arch_is_an_error_saying_what_is_expected(arch: str) -> None:
+    with pytest.raises(ArchError) as info:
+        vendor_of(arch)
+    assert str(info.value) == (
+        f"unknown GPU architecture {arch!r}: expected gfx* or an AMD Instinct name (MI300X), "
+        "sm_* or an NVIDIA name (A100, H100), or 'cpu'"
+    )
+
+
+def test_arch_lists_split_on_commas_and_spaces_drop_blanks_and_duplicates_keep_order() -> None:
+    assert parse_arch_list(["gfx942, gfx90a", "sm_90 gfx942", ",,", " cpu "]) == ["gfx942", "gfx90a", "sm_90", "cpu"]
+    assert parse_arch_list([]) == []
+
+
+def test_an_arch_list_with_an_unknown_name_is_refused() -> None:
+    with pytest.raises(ArchError, match="'banana'"):
+        parse_arch_list(["gfx942,banana"])
+
+
+def test_skip_gpu_arch_names_the_arch_or_the_nvidia_product() -> None:
+    assert skipped_arch(("gfx908", " GFX942 "), "gfx942") == "GFX942"  # trimmed, case-insensitive
+    assert skipped_arch(("gfx94",), "gfx942") is None
+    assert skipped_arch(("A100", "H100"), "sm_90", "NVIDIA H100 80GB HBM3") == "H100"
+    assert skipped_arch(("A100",), "sm_80", "NVIDIA A100-SXM4-80GB") == "A100"
+    assert skipped_arch(("H100",), "sm_90", "Tesla H100") is None  # only `NVIDIA <product>` names count
+    assert skipped_arch(("NVIDIA",), "sm_90", "NVIDIA H100") is None
+    assert skipped_arch(("sm_90",), "sm_90", "NVIDIA H100") == "sm_90"
+    assert skipped_arch((), "gfx942") is None
