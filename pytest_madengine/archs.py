@@ -9,6 +9,7 @@ CPU = "cpu"
 AMD = "AMD"
 NVIDIA = "NVIDIA"
 
+_AMD_INSTINCT = re.compile(r"^(?:AMD )?(?:INSTINCT )?MI\d{2,3}[A-Z]*$")
 _NVIDIA_SHORT = re.compile(r"^(?:[A-Z]{1,2}\d{2,4}[A-Z]*|RTX.*|GH\d+|GB\d+)$")
 
 
@@ -24,10 +25,13 @@ def vendor_of(arch: str) -> str | None:
         return AMD
     if re.fullmatch(r"sm_?\d+[a-z]?", arch, flags=re.IGNORECASE):
         return NVIDIA
+    if _AMD_INSTINCT.match(arch.upper()):
+        return AMD  # MI300X, MI250: AMD names that NVIDIA's short-name pattern would take
     if "NVIDIA" in arch.upper() or _NVIDIA_SHORT.match(arch.upper()):
         return NVIDIA
     raise ArchError(
-        f"unknown GPU architecture {arch!r}: expected gfx* (AMD), sm_* or an NVIDIA name (A100, H100), or 'cpu'"
+        f"unknown GPU architecture {arch!r}: expected gfx* or an AMD Instinct name (MI300X), "
+        "sm_* or an NVIDIA name (A100, H100), or 'cpu'"
     )
 
 

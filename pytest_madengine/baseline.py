@@ -86,7 +86,7 @@ def load_baseline(path: Path) -> dict[tuple[str, str], Baseline]:
             continue
         try:
             value = float(row.get("performance", ""))
-        except ValueError:
+        except (TypeError, ValueError):  # not a number, or None in a CSV row shorter than its header
             continue
         found[(row.get("model", ""), row.get("gpu_architecture", ""))] = Baseline(value, row.get("metric", ""))
     return found

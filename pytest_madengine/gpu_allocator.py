@@ -125,11 +125,11 @@ class GpuAllocator:
             raise ValueError(f"{count} GPUs requested from a pool of {len(self._pool)}")
         ticket = uuid.uuid4().hex
         started = time.monotonic()
-        with self._state() as state:
-            state["waiting"].append(
-                {"ticket": ticket, "count": count, "owner": self._token, "holder": holder, "bypassed": 0}
-            )
         try:
+            with self._state() as state:
+                state["waiting"].append(
+                    {"ticket": ticket, "count": count, "owner": self._token, "holder": holder, "bypassed": 0}
+                )
             while True:
                 with self._state() as state:
                     ids = self._try_grant(state, ticket, count, holder)
