@@ -360,6 +360,16 @@ def _report_and_reap(pytester: pytest.Pytester, docker_client: docker.DockerClie
         docker_client.containers.get(leftover)
 
 
+def _assert_only_kept(client: docker.DockerClient, run_id: str, hint: str) -> None:
+    """The hinted container is the run's one kept copy, running, with the model's files; nothing
+    else of the run is left."""
+    kept = client.api.containers(all=True, filters={"label": f"{KEPT_LABEL}={run_id}"})
+    assert [(c["Id"][:12], c["State"]) for c in kept] == [(hint, "running")]
+    code, output = client.containers.get(hint).exec_run(["cat", "clue.txt"])
+    assert (code, output.strip()) == (0, b"evidence")
+    assert labelled_containers(client, run_id) == []
+
+
 def _kept_hint(out: str, nodeid: str) -> str:
     """The container id in the printed `docker exec -it <id> bash` hint for one item."""
     found = re.findall(rf"kept the container of {re.escape(nodeid)} for inspection: docker exec -it (\w+) bash", out)
@@ -380,11 +390,7 @@ def test_keep_containers_on_failure_prints_a_working_exec_command(
         result.assert_outcomes(passed=1, failed=1)
         hint = _kept_hint(result.stdout.str(), "models.json::bad[gfx942]")
         assert "kept the container of models.json::good" not in result.stdout.str()
-        kept = docker_client.api.containers(all=True, filters={"label": f"{KEPT_LABEL}={run_id}"})
-        assert [c["Id"][:12] for c in kept] == [hint]
-        code, output = docker_client.containers.get(hint).exec_run(["cat", "clue.txt"])
-        assert (code, output.strip()) == (0, b"evidence")
-        assert labelled_containers(docker_client, run_id) == []
+        _assert_only_kept(docker_client, run_id, hint)
     finally:
         if run_id:
             _remove_kept(docker_client, run_id)
@@ -401,11 +407,7 @@ def test_keep_containers_always_keeps_a_passing_models_container(
         run_id = run_id_of(pytester.path)
         result.assert_outcomes(passed=1)
         hint = _kept_hint(result.stdout.str(), "models.json::good[gfx942]")
-        kept = docker_client.api.containers(filters={"label": f"{KEPT_LABEL}={run_id}"})  # running ones
-        assert [c["Id"][:12] for c in kept] == [hint]
-        code, output = docker_client.containers.get(hint).exec_run(["cat", "clue.txt"])
-        assert (code, output.strip()) == (0, b"evidence")
-        assert labelled_containers(docker_client, run_id) == []
+        _assert_only_kept(docker_client, run_id, hint)
     finally:
         if run_id:
             _remove_kept(docker_client, run_id)

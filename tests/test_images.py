@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import threading
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -18,7 +17,17 @@ import docker
 import docker.errors
 import pytest
 import requests
-from zoo import BASE_IMAGE, RUN_LABEL, LocalRegistry, Zoo, labelled_containers, read_perf, run_id_of, wait_until
+from zoo import (
+    BASE_IMAGE,
+    RUN_LABEL,
+    EngineEvents,
+    LocalRegistry,
+    Zoo,
+    labelled_containers,
+    read_perf,
+    run_id_of,
+    wait_until,
+)
 
 ARCHS = ("--madengine-arch", "gfx90a,gfx942", "--madengine-gpus", "none")
 
@@ -34,7 +43,7 @@ BASE_LABEL = "pytest-madengine-tests.base"
 SUITE_LABEL = "pytest-madengine-tests.basetemp"
 
 
-class BuildWatch:
+class BuildWatch(EngineEvents):
     """The engine's own record of the builds FROM one test's base image, streamed while sessions run.
 
     The SDK builds with the classic builder: each build that ends tags its image (an image `tag` event,
@@ -44,27 +53,10 @@ class BuildWatch:
     """
 
     def __init__(self, client: docker.DockerClient, base: UniqueBase) -> None:
+        super().__init__(client, filters={"label": f"{BASE_LABEL}={base.marker}"})
         self._client = client
         self._base = base
-        self._stream = client.events(decode=True, filters={"label": f"{BASE_LABEL}={base.marker}"})
-        self.events: list[dict[str, Any]] = []
-        self._thread = threading.Thread(target=self._read, daemon=True)
         self._syncs = 0
-
-    def _read(self) -> None:
-        try:
-            for event in self._stream:
-                self.events.append(event)
-        except Exception:  # the stream is closed under us at the end
-            return
-
-    def __enter__(self) -> BuildWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stream.close()
-        self._thread.join(timeout=10)
 
     def sync(self) -> None:
         """Wait until the engine has delivered every event so far: tag the base once more (an event of

@@ -144,11 +144,13 @@ def wait_until(predicate: Callable[[], object], timeout: float = 90, what: str =
 
 
 class EngineEvents:
-    """The engine's own record of labelled containers' lives (`docker events`), streamed in a
-    background thread while a session runs. Use as a context manager; `of_run` filters one run."""
+    """The engine's own record of labelled containers' lives (`docker events`; other `filters` for other
+    events), streamed in a background thread while a session runs. Use as a context manager; `of_run`
+    filters one run."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
-        self._stream = client.events(decode=True, filters={"type": "container", "label": RUN_LABEL})
+    def __init__(self, client: docker.DockerClient, filters: dict[str, Any] | None = None) -> None:
+        filters = filters if filters is not None else {"type": "container", "label": RUN_LABEL}
+        self._stream = client.events(decode=True, filters=filters)
         self.events: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._read, daemon=True)
 
