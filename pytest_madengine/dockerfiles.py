@@ -67,14 +67,28 @@ def read_context_header(path: Path) -> dict[str, object]:
 
 def candidates(spec: ModelSpec) -> list[Dockerfile]:
     """Every `<prefix>.*` file, as madengine's `ls <dockerfile>.*`; an empty match is an error."""
-    prefix = spec.root / spec.dockerfile
+    return _for_model(spec, _scan(spec.root / spec.dockerfile))
+
+
+class DockerfileCache:
+    """`candidates` for the models of one models.json: each prefix's directory is listed, and its
+    headers parsed, once, however many models share it (big zoos share a handful of prefixes)."""
+
+    def __init__(self) -> None:
+        self._scans: dict[tuple[Path, str], list[Dockerfile] | ModelsFileError] = {}
+
+    def candidates(self, spec: ModelSpec) -> list[Dockerfile]:
+        key = (spec.root, spec.dockerfile)
+        scan = self._scans.get(key)
+        if scan is None:
+            scan = self._scans[key] = _scan(spec.root / spec.dockerfile)
+        return _for_model(spec, scan)
+
+
+def _scan(prefix: Path) -> list[Dockerfile] | ModelsFileError:
+    """The prefix's Dockerfiles in name order, or the first unreadable header's error (not yet naming a model)."""
     directory, stem = prefix.parent, prefix.name
     found = sorted(p for p in directory.glob(f"{stem}.*") if p.is_file()) if directory.is_dir() else []
-    if not found:
-        raise ModelsFileError(
-            f"{spec.source}: model '{spec.name}': field 'dockerfile' prefix '{spec.dockerfile}' "
-            f"matches no file ({prefix}.*)"
-        )
     result = []
     for path in found:
         variant = path.name[len(stem) + 1 :]
@@ -83,9 +97,21 @@ def candidates(spec: ModelSpec) -> list[Dockerfile]:
         try:
             header = read_context_header(path)
         except ModelsFileError as exc:
-            raise ModelsFileError(f"model '{spec.name}': field 'dockerfile': {exc}") from None
+            return exc
         result.append(Dockerfile(path=path, variant=variant or path.name, context=header))
     return result
+
+
+def _for_model(spec: ModelSpec, scan: list[Dockerfile] | ModelsFileError) -> list[Dockerfile]:
+    """The scan as this model's candidates, or its error naming the model."""
+    if isinstance(scan, ModelsFileError):
+        raise ModelsFileError(f"model '{spec.name}': field 'dockerfile': {scan}")
+    if not scan:
+        raise ModelsFileError(
+            f"{spec.source}: model '{spec.name}': field 'dockerfile' prefix '{spec.dockerfile}' "
+            f"matches no file ({spec.root / spec.dockerfile}.*)"
+        )
+    return list(scan)
 
 
 def select(found: list[Dockerfile], ctx: Mapping[str, str]) -> list[Dockerfile]:

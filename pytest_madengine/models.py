@@ -87,31 +87,27 @@ def models_root_of(path: Path) -> tuple[Path, str]:
     return parent, ""
 
 
+# A JSON string (escapes included; unterminated at the end of the text) or a bracket: what _entry_lines walks.
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+
+
 def _entry_lines(text: str, count: int) -> list[int]:
-    """Best-effort 0-based line of each top-level list entry, for locations."""
+    """Best-effort 0-based line of each top-level list entry, for locations. Walks strings and
+    brackets, not characters, and counts newlines in C: big zoos hold thousands of entries."""
     lines: list[int] = []
     depth = 0
     line = 0
-    in_str = False
-    escape = False
-    for ch in text:
-        if ch == "\n":
-            line += 1
-        if in_str:
-            if escape:
-                escape = False
-            elif ch == "\\":
-                escape = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "[{":
-            if depth == 1 and ch == "{":
+    counted = 0  # text[:counted] holds `line` newlines
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            if depth == 1 and token == "{":
+                start = match.start()
+                line += text.count("\n", counted, start)
+                counted = start
                 lines.append(line)
             depth += 1
-        elif ch in "]}":
+        elif token in ("]", "}"):
             depth -= 1
     lines.extend([0] * (count - len(lines)))
     return lines
@@ -174,8 +170,18 @@ def _normpath(value: str) -> str:
     return "/".join(parts)
 
 
-def parse_entry(entry: object, *, source: Path, root: Path, scope: str, index: int, lineno: int) -> ModelSpec:
-    """Validate one entry; raise ModelsFileError naming file, model and field."""
+def parse_entry(
+    entry: object,
+    *,
+    source: Path,
+    root: Path,
+    scope: str,
+    index: int,
+    lineno: int,
+    existing: set[str] | None = None,
+) -> ModelSpec:
+    """Validate one entry; raise ModelsFileError naming file, model and field. `existing`: the
+    `scripts` values already found to exist, so models sharing a script stat it once."""
     if not isinstance(entry, dict):
         raise ModelsFileError(f"{source}: entry #{index} must be a JSON object, got {type(entry).__name__}")
     raw_name = entry.get("name")
@@ -186,12 +192,16 @@ def parse_entry(entry: object, *, source: Path, root: Path, scope: str, index: i
         name = f"{scope}/{name}"
     dockerfile = _rebase(scope, _str_field(entry, "dockerfile", where, required=True).strip())
     scripts = _rebase(scope, _str_field(entry, "scripts", where, required=True).strip())
-    script_path = root / scripts
-    if not script_path.exists():
-        raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
+    if existing is None or scripts not in existing:
+        script_path = root / scripts
+        if not script_path.exists():
+            raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
+        if existing is not None:
+            existing.add(scripts)
     args = _str_field(entry, "args", where)
     try:
-        shlex.split(args)
+        if args:  # most models have none
+            shlex.split(args)
     except ValueError as exc:
         raise ModelsFileError(f"{where}: field 'args' cannot be split like a shell would: {exc}") from None
     tags = _list_field(entry, "tags", where)
@@ -259,9 +269,12 @@ def load_models(path: Path) -> LoadedModels:
     specs: list[ModelSpec] = []
     errors: list[tuple[str, int, str]] = []
     seen: dict[str, int] = {}
+    existing: set[str] = set()
     for index, entry in enumerate(data):
         try:
-            spec = parse_entry(entry, source=path, root=root, scope=scope, index=index, lineno=lines[index])
+            spec = parse_entry(
+                entry, source=path, root=root, scope=scope, index=index, lineno=lines[index], existing=existing
+            )
         except ModelsFileError as exc:
             raw = entry.get("name") if isinstance(entry, dict) else None
             label = f"{scope}/{raw}" if scope and isinstance(raw, str) else raw

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 from _pytest._code.code import ExceptionInfo, TerminalRepr
+from _pytest.fixtures import FuncFixtureInfo
 
 try:  # pytest >= 9.2
     from _pytest.python import CallSpec
@@ -20,7 +21,7 @@ from .archs import skipped_arch, vendor_of
 from .baseline import BaselineError, gate_rows, parse_percent
 from .container import ContainerStartError, DockerConnectionLost, StartedContainer
 from .context import ContextError
-from .dockerfiles import Dockerfile, candidates, select
+from .dockerfiles import Dockerfile, DockerfileCache, select
 from .execute import finish_model, log_file_name
 from .images import (
     LOG_TAIL_LINES,
@@ -84,8 +85,12 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         except ModelsFileError as exc:
             raise CollectError(str(exc)) from None
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
-        archs = runtime.archs()
+        settings = runtime.settings
+        contexts = [(arch, _dockerfile_context(arch, settings)) for arch in runtime.archs()]
         _register_markers(self.config, (tag for spec in loaded.specs for tag in spec.tags))
+        shared = _SharedParts(settings)
+        dockerfiles = DockerfileCache()
+        chosen: dict[tuple[Path, str, str], list[Dockerfile]] = {}  # per (root, prefix, arch)
         entries: list[tuple[int, ModelSpec | tuple[str, str]]] = [(s.lineno, s) for s in loaded.specs]
         entries += [(line, (name, message)) for name, line, message in loaded.errors]
         for _, entry in sorted(entries, key=lambda pair: pair[0]):
@@ -93,38 +98,91 @@ class ModelsFile(PlainCollectErrors, pytest.File):
                 yield InvalidModel.from_parent(self, name=entry[0], message=entry[1])
                 continue
             try:
-                found = candidates(entry)
+                found = dockerfiles.candidates(entry)
             except ModelsFileError as exc:
                 yield InvalidModel.from_parent(self, name=entry.name, message=str(exc))
                 continue
-            for arch in archs:
-                yield from self._items(
-                    entry, arch, found, runtime.settings.guest_os, runtime.settings.context.gpu_vendor
-                )
+            marks = shared.marks(entry)
+            for arch, ctx in contexts:
+                key = (entry.root, entry.dockerfile, arch)
+                if key not in chosen:
+                    chosen[key] = select(found, ctx)
+                yield from self._items(entry, arch, chosen[key], ctx, marks, shared)
 
     def _items(
-        self, spec: ModelSpec, arch: str, found: list[Dockerfile], guest_os: str, context_vendor: str | None
+        self,
+        spec: ModelSpec,
+        arch: str,
+        chosen: list[Dockerfile],
+        ctx: dict[str, str],
+        marks: tuple[pytest.MarkDecorator, ...],
+        shared: _SharedParts,
     ) -> Iterator[ModelItem]:
-        vendor = vendor_of(arch) or context_vendor
-        ctx = {"guest_os": guest_os, **({"gpu_vendor": vendor} if vendor else {})}
-        chosen = select(found, ctx)
         if not chosen:
             wanted = ", ".join(f"{k}={v}" for k, v in ctx.items())
             reason = f"no Dockerfile matching {spec.dockerfile}.* has a # CONTEXT for {wanted}"
-            yield ModelItem.from_parent(
-                self, name=f"{spec.name}[{arch}]", spec=spec, arch=arch, dockerfile=None, skip_reason=reason
-            )
+            yield self._item(spec, arch, arch, None, reason, marks, shared)
             return
         for dockerfile in chosen:
             suffix = f"{arch}-{dockerfile.variant}" if len(chosen) > 1 else arch
-            yield ModelItem.from_parent(
-                self,
-                name=f"{spec.name}[{suffix}]",
-                spec=spec,
-                arch=arch,
-                dockerfile=dockerfile,
-                skip_reason="",
-            )
+            yield self._item(spec, arch, suffix, dockerfile, "", marks, shared)
+
+    def _item(
+        self,
+        spec: ModelSpec,
+        arch: str,
+        suffix: str,
+        dockerfile: Dockerfile | None,
+        skip_reason: str,
+        marks: tuple[pytest.MarkDecorator, ...],
+        shared: _SharedParts,
+    ) -> ModelItem:
+        item = ModelItem.from_parent(
+            self,
+            name=f"{spec.name}[{suffix}]",
+            spec=spec,
+            arch=arch,
+            dockerfile=dockerfile,
+            skip_reason=skip_reason,
+            marks=marks,
+            fixtureinfo=shared.fixtureinfo,  # None for the first item: pytest computes it then
+        )
+        shared.fixtureinfo = item._fixtureinfo
+        return item
+
+
+def _dockerfile_context(arch: str, settings: Settings) -> dict[str, str]:
+    """What an arch's Dockerfiles must match: the guest OS and the arch's vendor (else the context's)."""
+    vendor = vendor_of(arch) or settings.context.gpu_vendor
+    return {"guest_os": settings.guest_os, **({"gpu_vendor": vendor} if vendor else {})}
+
+
+class _SharedParts:
+    """What the items of one models.json have in common, made once rather than per item: the fixture
+    info of `_model_test` (the same function under the same parent for all of them, shared as pytest
+    shares it among the items of one parametrized test) and the marks of each (tags, timeout)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.fixtureinfo: FuncFixtureInfo | None = None
+        self._marks: dict[tuple[tuple[str, ...], int], tuple[pytest.MarkDecorator, ...]] = {}
+
+    def marks(self, spec: ModelSpec) -> tuple[pytest.MarkDecorator, ...]:
+        key = (spec.tags, spec.timeout)
+        marks = self._marks.get(key)
+        if marks is None:
+            marks = self._marks[key] = _model_marks(spec, self._settings)
+        return marks
+
+
+def _model_marks(spec: ModelSpec, settings: Settings) -> tuple[pytest.MarkDecorator, ...]:
+    """The model's tags, then the timeout mark pytest-timeout reads (the limit our timer hooks then
+    enforce on the container)."""
+    marks = [getattr(pytest.mark, tag) for tag in spec.tags]
+    limit, _ = settings.timeout_for(spec.timeout)
+    if limit > 0:
+        marks.append(pytest.mark.timeout(limit, func_only=True))
+    return tuple(marks)
 
 
 class CollectError(Exception):
@@ -152,6 +210,7 @@ class ModelItem(pytest.Function):
         arch: str,
         dockerfile: Dockerfile | None,
         skip_reason: str,
+        marks: Sequence[pytest.MarkDecorator] | None = None,
         **kwargs: Any,
     ) -> None:
         # A CallSpec makes this a parametrized item (`name[arch]`) for pytest's structured node ids,
@@ -164,12 +223,10 @@ class ModelItem(pytest.Function):
         self.dockerfile = dockerfile
         self.skip_reason = skip_reason
         self.madengine_rows: list[dict[str, str]] = []
-        for tag in spec.tags:
-            self.add_marker(tag)
-        limit, _ = self.config.stash[RUNTIME_KEY].settings.timeout_for(spec.timeout)
-        if limit > 0:
-            # pytest-timeout sees the model's limit; our timer hooks then enforce it on the container.
-            self.add_marker(pytest.mark.timeout(limit, func_only=True))
+        if marks is None:
+            marks = _model_marks(spec, self.config.stash[RUNTIME_KEY].settings)
+        for mark in marks:
+            self.add_marker(mark)
 
     def build_request(self, settings: Settings) -> BuildRequest:
         """Build args, later ones winning: the arch, the context's docker_build_arg, MAD_SECRETS* host

@@ -83,6 +83,67 @@ def test_setup_plan_shows_the_fixtures(pytester: pytest.Pytester, two_models: Zo
     assert result.ret == 0
 
 
+def test_each_item_carries_its_own_models_marks(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """Marks are made once per tag and per limit within a models.json: each item still carries its own
+    model's tags, in order, then its own timeout mark."""
+    zoo.script("m/run.sh")
+    run = "scripts/m/run.sh"
+    zoo.models(
+        [
+            zoo.model("a", script=run, tags=["nlp", "perf"], timeout=33),
+            zoo.model("b", script=run, tags=["perf"]),
+            zoo.model("c", script=run, tags="nlp", timeout=33),
+            zoo.model("d", script=run, timeout=5),
+            zoo.model("e", script=run, tags=["perf"], timeout=7),
+            zoo.model("f", script=run, tags=["nlp", "perf"]),
+        ]
+    )
+    pytester.makeini("[pytest]\nmadengine_timeout = 60\n")
+    items, _ = pytester.inline_genitems("--madengine-arch", "gfx90a,gfx942")
+    marks = {item.nodeid: [(m.name, m.args, m.kwargs) for m in item.iter_markers()] for item in items}
+    expected = {
+        "a": [("nlp", (), {}), ("perf", (), {}), ("timeout", (33,), {"func_only": True})],
+        "b": [("perf", (), {}), ("timeout", (60,), {"func_only": True})],
+        "c": [("nlp", (), {}), ("timeout", (33,), {"func_only": True})],
+        "d": [("timeout", (5,), {"func_only": True})],
+        "e": [("perf", (), {}), ("timeout", (7,), {"func_only": True})],
+        "f": [("nlp", (), {}), ("perf", (), {}), ("timeout", (60,), {"func_only": True})],
+    }
+    assert marks == {f"models.json::{name}[{arch}]": m for name, m in expected.items() for arch in ("gfx90a", "gfx942")}
+    items, _ = pytester.inline_genitems("--madengine-arch", "gfx942", "--madengine-timeout", "0")
+    assert {item.name: [m.name for m in item.iter_markers()] for item in items} == {
+        "a[gfx942]": ["nlp", "perf"],
+        "b[gfx942]": ["perf"],
+        "c[gfx942]": ["nlp"],
+        "d[gfx942]": [],
+        "e[gfx942]": ["perf"],
+        "f[gfx942]": ["nlp", "perf"],
+    }
+
+
+def test_fixtures_are_those_of_each_models_json_directory(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """The items of one models.json share one fixture computation; a models.json below a conftest
+    gets that conftest's autouse fixture, its neighbour above does not."""
+    zoo.script("top/run.sh")
+    zoo.script("sub/run.sh")
+    zoo.models([zoo.model("top"), zoo.model("top2", script="scripts/top/run.sh")])
+    zoo.models([{"name": "m2", "dockerfile": "../../docker/dummy", "scripts": "run.sh"}], "scripts/sub/models.json")
+    (zoo.root / "scripts" / "sub" / "conftest.py").write_text(
+        "import pytest\n\n\n@pytest.fixture(autouse=True)\ndef sub_only():\n    pass\n"
+    )
+    items, _ = pytester.inline_genitems("--madengine-arch", "gfx90a,gfx942")
+    names = {item.nodeid: set(item.fixturenames) for item in items}
+    ours = {"madengine_image", "madengine_gpus", "madengine_container"}
+    top = [names[f"models.json::{m}[{arch}]"] for m in ("top", "top2") for arch in ("gfx90a", "gfx942")]
+    sub = [names[f"scripts/sub/models.json::sub/m2[{arch}]"] for arch in ("gfx90a", "gfx942")]
+    assert all(ours <= n and "sub_only" not in n for n in top), top
+    assert all(ours | {"sub_only"} <= n for n in sub), sub
+    assert len(names) == 6
+    # Computed once per models.json: one FuncFixtureInfo per file, however many items it has.
+    per_file = {(item.path, id(item._fixtureinfo)) for item in items}
+    assert len(per_file) == 2, per_file
+
+
 def test_subdirectory_models_json(pytester: pytest.Pytester, zoo: Zoo) -> None:
     zoo.script("top/run.sh")
     zoo.script("sub/run.sh")

@@ -121,6 +121,44 @@ def test_duplicate_name_keeps_first_and_reports_second(root: Path) -> None:
     assert line > 0
 
 
+def test_each_entry_knows_its_line(root: Path) -> None:
+    """Brackets and quotes inside strings, nested lists and objects, and entries sharing a line do not
+    move the line an entry is reported at."""
+    model = '"dockerfile": "docker/d", "scripts": "scripts/m/run.sh"'
+    text = (
+        "[\n"
+        f'  {{"name": "a", {model}, "args": "--x \\"{{[\\" ]}}"}},\n'
+        "\n"
+        f'  {{"name": "b", {model},\n'
+        f'   "nested": [{{"k": "}}"}}, {{"k": "\\\\"}}, [1, [2]]]}}, {{"name": "c", {model}}},\n'
+        f'  {{"name": "d", {model}, "note": "\\"["}}\n'
+        "]"
+    )
+    loaded = load_models(write(root, text))
+    assert [(s.name, s.lineno) for s in loaded.specs] == [("a", 1), ("b", 3), ("c", 4), ("d", 5)]
+    assert loaded.specs[0].args == '--x "{[" ]}'
+
+
+def test_models_sharing_a_script_each_have_it_checked(root: Path) -> None:
+    """The script check is made once per path for the models sharing it: a missing one fails every
+    model that names it, however often it recurs."""
+    gone = "scripts/m/gone.sh"
+    loaded = load_models(
+        write(root, [entry(name="a"), entry(name="b", scripts=gone), entry(name="c"), entry(name="d", scripts=gone)])
+    )
+    assert [s.name for s in loaded.specs] == ["a", "c"]
+    assert [(name, "which does not exist" in text) for name, _, text in loaded.errors] == [("b", True), ("d", True)]
+
+
+@pytest.mark.parametrize("args", ['--x "open', "--x \\"])
+def test_args_a_shell_cannot_split_are_an_error(root: Path, args: str) -> None:
+    loaded = load_models(write(root, [entry(args=args), entry(name="good", args="")]))
+    assert [s.name for s in loaded.specs] == ["good"]
+    ((name, _, text),) = loaded.errors
+    assert name == "m"
+    assert "model 'm': field 'args' cannot be split like a shell would: " in text
+
+
 def test_subdirectory_models_are_prefixed_and_rebased(root: Path) -> None:
     write(root, [entry()])
     (root / "scripts" / "sub").mkdir()

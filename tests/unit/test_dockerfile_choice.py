@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_madengine.archs import AMD, NVIDIA, ArchError, parse_arch_list, skipped_arch, vendor_of
-from pytest_madengine.dockerfiles import Dockerfile, candidates, read_context_header, select
+from pytest_madengine.dockerfiles import Dockerfile, DockerfileCache, candidates, read_context_header, select
 from pytest_madengine.models import ModelsFileError, ModelSpec
 
 
@@ -66,6 +66,56 @@ def test_a_bad_header_is_an_error_naming_model_and_file(tmp_path: Path) -> None:
     assert str(info.value).startswith(
         f"model 'bert': field 'dockerfile': {bad}: '# CONTEXT' header is not a Python dict literal: "
     )
+
+
+# -- DockerfileCache: one listing per prefix for the models of one models.json ------------------------------------------
+
+
+def test_a_cache_lists_each_prefix_once_for_the_models_sharing_it(tmp_path: Path) -> None:
+    docker = tmp_path / "docker"
+    amd = write(docker / "m.ubuntu.amd.Dockerfile", "# CONTEXT {'gpu_vendor': 'AMD'}\n")
+    cache = DockerfileCache()
+    first = cache.candidates(spec(tmp_path, "docker/m", name="a"))
+    assert first == candidates(spec(tmp_path, "docker/m")) == [Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"})]
+    write(docker / "m.ubuntu.nvidia.Dockerfile", "FROM x\n")  # after the listing: this cache does not see it
+    first.clear()  # each model's list is its own
+    assert cache.candidates(spec(tmp_path, "docker/m", name="b")) == [
+        Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"})
+    ]
+    assert [d.variant for d in DockerfileCache().candidates(spec(tmp_path, "docker/m"))] == [
+        "ubuntu.amd",
+        "ubuntu.nvidia",
+    ]
+
+
+def test_a_cache_keeps_prefixes_and_roots_apart(tmp_path: Path) -> None:
+    write(tmp_path / "docker" / "m.one.Dockerfile", "FROM x\n")
+    write(tmp_path / "docker" / "n.two.Dockerfile", "FROM x\n")
+    other = tmp_path / "other"
+    write(other / "docker" / "m.three.Dockerfile", "FROM x\n")
+    cache = DockerfileCache()
+    assert [d.variant for d in cache.candidates(spec(tmp_path, "docker/m"))] == ["one"]
+    assert [d.variant for d in cache.candidates(spec(tmp_path, "docker/n"))] == ["two"]
+    assert [d.variant for d in cache.candidates(spec(other, "docker/m"))] == ["three"]
+    assert [d.variant for d in cache.candidates(spec(tmp_path, "docker/m"))] == ["one"]
+
+
+def test_a_cached_error_names_each_model(tmp_path: Path) -> None:
+    write(tmp_path / "docker" / "bad.a.Dockerfile", "FROM x\n")  # a good file before the bad one
+    bad = write(tmp_path / "docker" / "bad.b.Dockerfile", "# CONTEXT {'gpu_vendor': AMD}\n")
+    cache = DockerfileCache()
+    for name in ("bert", "gpt"):
+        with pytest.raises(ModelsFileError) as info:
+            cache.candidates(spec(tmp_path, "docker/bad", name=name))
+        assert str(info.value).startswith(
+            f"model '{name}': field 'dockerfile': {bad}: '# CONTEXT' header is not a Python dict literal: "
+        )
+        with pytest.raises(ModelsFileError) as info:
+            cache.candidates(spec(tmp_path, "docker/nope", name=name))
+        assert str(info.value) == (
+            f"{tmp_path / 'models.json'}: model '{name}': field 'dockerfile' prefix 'docker/nope' "
+            f"matches no file ({tmp_path / 'docker/nope'}.*)"
+        )
 
 
 # -- the `# CONTEXT` header --------------------------------------------------------------------------------------------
