@@ -1,7 +1,8 @@
 """Run one model script in its own container and always remove the container.
 
-The workspace is copied in with put_archive rather than bind-mounted, so nothing the
-script writes reaches the user's models tree, and a remote DOCKER_HOST works too.
+The run directory is copied in with put_archive, so nothing the script writes reaches the user's
+models tree. The zoo's shared scripts/ is bind-mounted read-only when the engine is local (its
+cost then does not grow with the zoo) and copied in too otherwise, so a remote DOCKER_HOST works.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import shlex
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,9 +20,10 @@ from typing import Any
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import DeviceRequest
+from docker.types import DeviceRequest, Mount
 
 from .models import ModelSpec
+from .workspace import SCRIPTS_MOUNT, escaping_links, mount_scripts
 
 WORKSPACE = PurePosixPath("/myworkspace")
 RUN_DIR = WORKSPACE / "run_directory"
@@ -78,9 +80,12 @@ def _add_tree(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def workspace_archive(spec: ModelSpec, extra: Mapping[str, Path | bytes] | None = None) -> bytes:
-    """/myworkspace/scripts (the zoo's shared scripts) and /myworkspace/run_directory (the model's own),
-    plus `extra` files or directories (pre/post scripts, the step driver) by name in the run directory."""
+def workspace_archive(
+    spec: ModelSpec, extra: Mapping[str, Path | bytes] | None = None, with_scripts: bool = True
+) -> bytes:
+    """/myworkspace/scripts (the zoo's shared scripts; left out when it is mounted instead) and
+    /myworkspace/run_directory (the model's own), plus `extra` files or directories (pre/post
+    scripts, the step driver) by name in the run directory."""
     buffer = io.BytesIO()
     script = spec.script_path
     script_dir = script if script.is_dir() else script.parent
@@ -90,7 +95,7 @@ def workspace_archive(spec: ModelSpec, extra: Mapping[str, Path | bytes] | None 
         workspace.mode = 0o777
         tar.addfile(workspace)
         scripts_root = spec.root / "scripts"
-        if scripts_root.is_dir():
+        if with_scripts and scripts_root.is_dir():
             _add_tree(tar, scripts_root, "myworkspace/scripts")
         run_dir = RUN_DIR.as_posix().lstrip("/")
         _add_tree(tar, script_dir, run_dir)
@@ -184,6 +189,38 @@ def start_container(client: docker.DockerClient, options: Mapping[str, Any], arc
         remove_container(container)
         raise
     return StartedContainer(container=container, started=time.monotonic())
+
+
+def scripts_mount(scripts_root: Path) -> Mount:
+    """The zoo's scripts/ at /myworkspace/scripts, read-only: the container sees it and writes nothing back."""
+    return Mount(SCRIPTS_MOUNT, str(scripts_root.resolve()), type="bind", read_only=True)
+
+
+def start_model(
+    client: docker.DockerClient,
+    options: Mapping[str, Any],
+    spec: ModelSpec,
+    extra: Mapping[str, Path | bytes] | None,
+    docker_host: str | None,
+    escaping: Callable[[Path], Sequence[Path]] = escaping_links,
+    security_options: Callable[[], Sequence[str]] = tuple,
+) -> StartedContainer:
+    """start_container with the model's workspace: scripts/ mounted when `mount_scripts` says so, else copied.
+
+    An engine that is local yet does not see our path refuses the mount, naming it: pytest in a
+    container talking to the host's engine ("bind source path does not exist"), a path Docker
+    Desktop does not share. Then the copy is used instead, as for a remote engine.
+    """
+    scripts_root = spec.root / "scripts"
+    if mount_scripts(docker_host, scripts_root, options, escaping, security_options):
+        mount = scripts_mount(scripts_root)
+        mounted = {**options, "mounts": [*(options.get("mounts") or []), mount]}
+        try:
+            return start_container(client, mounted, workspace_archive(spec, extra, with_scripts=False))
+        except ContainerStartError as exc:
+            if str(mount["Source"]) not in str(exc):
+                raise
+    return start_container(client, options, workspace_archive(spec, extra))
 
 
 def wait_container(
@@ -308,6 +345,13 @@ def _keep(
                 options=r.get("Options") or {},
             )
             for r in attrs.get("DeviceRequests") or []
+        ]
+        or None,
+        # A commit leaves bind mounts out: the copy gets the run's read-only scripts/ mount again.
+        mounts=[
+            Mount(m["Target"], m["Source"], type="bind", read_only=bool(m.get("ReadOnly")))
+            for m in attrs.get("Mounts") or []
+            if m.get("Target") == SCRIPTS_MOUNT and m.get("Type") == "bind"
         ]
         or None,
         detach=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Generator
 
@@ -9,7 +10,7 @@ import docker.errors
 import pytest
 
 from .archs import vendor_of
-from .container import StartedContainer, keep_for_inspection, remove_container, start_container, workspace_archive
+from .container import StartedContainer, keep_for_inspection, remove_container, start_model
 from .execute import container_options, step_files
 from .images import BuiltImage
 from .lease import Lease
@@ -145,8 +146,11 @@ def madengine_container(
         secrets=runtime.settings.secrets,
     )
     item.ihook.pytest_madengine_container_options(item=item, spec=item.spec, options=options)
-    archive = workspace_archive(item.spec, step_files(item.spec, runtime.settings.context))
-    started = start_container(runtime.client(), options, archive)
+    extra = step_files(item.spec, runtime.settings.context)
+    docker_host = os.environ.get("DOCKER_HOST")
+    started = start_model(
+        runtime.client(), options, item.spec, extra, docker_host, runtime.escaping_links, runtime.security_options
+    )
     try:
         yield started
     finally:

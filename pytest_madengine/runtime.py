@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+import requests.exceptions
 
 from .baseline import Baseline, load_baseline
 from .gpu_allocator import GpuAllocator
@@ -24,6 +25,7 @@ from .images import ImageBuilder
 from .manifest import BuildRecord, load_manifest
 from .registry import Credentials, Registry, find_credentials
 from .settings import Settings
+from .workspace import escaping_links
 
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
 
@@ -58,6 +60,8 @@ class Runtime:
     _client: docker.DockerClient | None = None
     _client_error: str | None = None
     _builder: ImageBuilder | None = None
+    _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
+    _security_options: list[str] | None = None
 
     @classmethod
     def create(
@@ -137,6 +141,23 @@ class Runtime:
                 progress=self.progress,
             )
         return self._builder
+
+    def escaping_links(self, scripts_root: Path) -> list[Path]:
+        """workspace.escaping_links, walked once per tree and process rather than once per item."""
+        if scripts_root not in self._escaping_links:
+            self._escaping_links[scripts_root] = escaping_links(scripts_root)
+        return self._escaping_links[scripts_root]
+
+    def security_options(self) -> list[str]:
+        """The engine's `docker info` SecurityOptions (selinux, userns...), asked once per process; an
+        engine gone meanwhile answers nothing, and the create that follows reports it the usual way."""
+        if self._security_options is None:
+            try:
+                info = self.client().info()
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                return []
+            self._security_options = [str(o) for o in info.get("SecurityOptions") or []]
+        return self._security_options
 
     def manifest(self) -> dict[str, BuildRecord]:
         """The --madengine-manifest records, read once per process."""

@@ -413,6 +413,32 @@ def test_keep_containers_always_keeps_a_passing_models_container(
             _remove_kept(docker_client, run_id)
 
 
+def test_a_kept_copy_sees_the_shared_scripts_read_only(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    """The kept copy is a commit, which leaves bind mounts out: it gets the read-only scripts/ mount again."""
+    zoo.script("common/lib.sh", "value=from_common\n")
+    zoo.script("bad/run.sh", "#!/bin/bash\n. ../scripts/common/lib.sh\necho $value > clue.txt\nexit 7\n")
+    zoo.models([zoo.model("bad")])
+    before = sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*"))
+    run_id = ""
+    try:
+        result = run(pytester, "--madengine-keep-containers", "on-failure")
+        run_id = run_id_of(pytester.path)
+        result.assert_outcomes(failed=1)
+        kept = docker_client.containers.get(_kept_hint(result.stdout.str(), "models.json::bad[gfx942]"))
+        code, output = kept.exec_run(["sh", "-c", ". ../scripts/common/lib.sh && echo $value $(cat clue.txt)"])
+        assert (code, output.strip()) == (0, b"from_common from_common")
+        code, output = kept.exec_run(["sh", "-c", "grep ' /myworkspace/scripts ' /proc/mounts | cut -d' ' -f4"])
+        assert code == 0 and output.split(b",")[0] == b"ro", output
+        code, _ = kept.exec_run(["sh", "-c", "echo leak > /myworkspace/scripts/common/leak.txt"])
+        assert code != 0
+        assert sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*")) == before
+    finally:
+        if run_id:
+            _remove_kept(docker_client, run_id)
+
+
 class _Proxy:
     """A unix-socket relay to the real engine that a test can pull the plug on; it notes the
     requests it relays, so a test can wait for one."""

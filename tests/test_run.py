@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import uuid
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import docker
 import pytest
-from zoo import EngineEvents, Zoo, forget_run_id, labelled_containers, read_perf, run_id_of, wait_until
+from docker.types import Mount
+from zoo import (
+    BASE_IMAGE,
+    EngineEvents,
+    TcpRelay,
+    Zoo,
+    forget_run_id,
+    labelled_containers,
+    read_perf,
+    run_id_of,
+    wait_until,
+)
+
+from pytest_madengine import container
+from pytest_madengine.models import load_models
+from pytest_madengine.workspace import SCRIPTS_MOUNT
 
 ARCH = ("--madengine-arch", "gfx942", "--madengine-gpus", "none")
 
@@ -215,6 +232,131 @@ def test_scripts_see_shared_folders_and_write_nothing_into_the_zoo(pytester: pyt
     result.stdout.fnmatch_lines(["sibling-data"])
     assert read_perf(pytester.path / "perf.csv")[0]["metric"] == "from_common"
     assert sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*")) == before
+
+
+# How /myworkspace/scripts reached the container (a read-only mount, or a copy), what it can write, what it reads.
+WORKSPACE_PROBE = """#!/bin/bash
+. ../scripts/common/lib.sh
+entry=$(grep ' /myworkspace/scripts ' /proc/mounts)
+if [ -n "$entry" ]; then echo "scripts: mounted $(echo "$entry" | cut -d' ' -f4 | cut -d, -f1)"; else echo "scripts: copied"; fi
+if echo leak > ../scripts/common/leak.txt 2>/dev/null; then echo "scripts: writable"; else echo "scripts: read-only"; fi
+echo own > own.txt && echo "run directory: writable, $(cat own.txt), $(cat sibling.txt)"
+echo "sibling zoo: $(cat ../scripts/other/data.txt)"
+echo "performance: 1 $value"
+"""
+
+
+def workspace_zoo(zoo: Zoo) -> list[tuple[Path, float]]:
+    """A model reading shared and sibling folders and trying to write into them; the tree's state before."""
+    zoo.script("common/lib.sh", "value=from_common\n")
+    zoo.script("other/data.txt", "other-zoo\n")
+    zoo.script("m/run.sh", WORKSPACE_PROBE)
+    (zoo.root / "scripts" / "m" / "sibling.txt").write_text("sibling-data\n")
+    zoo.models([zoo.model("m")])
+    return tree_state(zoo)
+
+
+def tree_state(zoo: Zoo) -> list[tuple[Path, float]]:
+    return sorted((p.relative_to(zoo.root), p.lstat().st_mtime) for p in (zoo.root / "scripts").rglob("*"))
+
+
+def test_a_local_engine_gets_the_shared_scripts_mounted_read_only(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    before = workspace_zoo(zoo)
+    result = run(pytester, "-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "scripts: mounted ro",
+            "scripts: read-only",
+            "run directory: writable, own, sibling-data",
+            "sibling zoo: other-zoo",
+        ]
+    )
+    assert read_perf(pytester.path / "perf.csv")[0]["metric"] == "from_common"
+    assert tree_state(zoo) == before
+
+
+def test_a_remote_engine_gets_the_shared_scripts_copied_in(
+    pytester: pytest.Pytester, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DOCKER_HOST=tcp://: the engine may be another machine, so nothing is mounted from ours (a relay
+    to the local engine stands in for it)."""
+    before = workspace_zoo(zoo)
+    relay = TcpRelay()
+    try:
+        monkeypatch.setenv("DOCKER_HOST", relay.docker_host)
+        result = run(pytester, "-rA")
+    finally:
+        relay.close()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        ["scripts: copied", "scripts: writable", "run directory: writable, own, sibling-data", "sibling zoo: other-zoo"]
+    )
+    assert read_perf(pytester.path / "perf.csv")[0]["metric"] == "from_common"
+    assert tree_state(zoo) == before
+
+
+def test_a_symlink_out_of_the_zoo_gets_the_shared_scripts_copied_in(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """A mount would show the link, dangling in the container; madengine's `cp -vLR` copies its target."""
+    (pytester.path / "datasets").mkdir()
+    (pytester.path / "datasets" / "table.csv").write_text("from-outside\n")
+    (zoo.root / "scripts" / "common").mkdir()
+    (zoo.root / "scripts" / "common" / "data").symlink_to("../../datasets", target_is_directory=True)
+    zoo.script(
+        "m/run.sh",
+        '#!/bin/bash\necho "scripts mounts: $(grep -c myworkspace/scripts /proc/mounts)"\n'
+        "cat ../scripts/common/data/table.csv\n"
+        "echo 'performance: 1 x'\n",
+    )
+    zoo.models([zoo.model("m")])
+    result = run(pytester, "-rA")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["scripts mounts: 0", "from-outside"])
+
+
+def test_a_context_mount_inside_the_shared_scripts_keeps_the_copy(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """`docker_mounts` onto /myworkspace/scripts/...: the user's mount is seen as before; beside it, ours."""
+    for name in ("inner", "beside"):
+        (pytester.path / name).mkdir()
+        (pytester.path / name / "f.txt").write_text(f"{name}-data\n")
+    zoo.script("common/lib.sh", "value=from_common\n")
+    zoo.models([zoo.model("m")])
+    for mounts, how in (
+        ({"/myworkspace/scripts/inner": "inner", "/myworkspace/beside": "beside"}, "0"),
+        ({"/myworkspace/inner": "inner", "/myworkspace/beside": "beside"}, "1"),
+    ):
+        context = {"docker_mounts": {inside: str(pytester.path / host) for inside, host in mounts.items()}}
+        cat = "../scripts/inner/f.txt" if "/myworkspace/scripts/inner" in mounts else "../inner/f.txt"
+        zoo.script(
+            "m/run.sh",
+            f"#!/bin/bash\n. ../scripts/common/lib.sh\ncat {cat} /myworkspace/beside/f.txt\n"
+            'echo "scripts mounts: $(grep -c " /myworkspace/scripts " /proc/mounts)"\necho "performance: 1 $value"\n',
+        )
+        result = run(pytester, "-rA", "--madengine-context", json.dumps(context))
+        result.assert_outcomes(passed=1)
+        result.stdout.fnmatch_lines(["inner-data", "beside-data", f"scripts mounts: {how}"])
+
+
+def test_an_engine_that_cannot_see_the_zoo_gets_the_copy(
+    zoo: Zoo, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pytest in a container talking to the host's engine: a unix socket, yet our paths are not the
+    engine's. The engine refuses the bind source at create; the workspace is copied in instead."""
+    zoo.script("common/lib.sh", "value=from_common\n")
+    zoo.script("m/run.sh")
+    (spec,) = load_models(zoo.models([zoo.model("m")])).specs
+    missing = Mount(SCRIPTS_MOUNT, f"/no-such-zoo-{uuid.uuid4().hex}/scripts", type="bind", read_only=True)
+    monkeypatch.setattr(container, "scripts_mount", lambda root: missing)
+    command = ["sh", "-c", "grep -c ' /myworkspace/scripts ' /proc/mounts; . ../scripts/common/lib.sh; echo $value"]
+    options = {"image": BASE_IMAGE, "command": command, "working_dir": "/myworkspace/run_directory"}
+    started = container.start_model(
+        docker_client, {**options, "labels": {container.RUN_LABEL: "fallback-test"}}, spec, None, None
+    )
+    try:
+        outcome = container.wait_container(started, 60)
+    finally:
+        container.remove_container(started.container)
+    assert (outcome.exit_code, outcome.log.split()) == (0, ["0", "from_common"])
 
 
 def test_containers_carry_the_run_label_while_running(

@@ -226,3 +226,48 @@ def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """pytest in a subprocess, quietly and without the cache: how the benchmarks time whole sessions."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+class TcpRelay:
+    """tcp://127.0.0.1:<port> relayed to this machine's engine socket: a DOCKER_HOST that the plugin must
+    treat as remote (another machine's filesystem), though the engine behind it is the local one."""
+
+    def __init__(self, target: str = "") -> None:
+        host = os.environ.get("DOCKER_HOST", "")
+        self.target = target or (host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock")
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.docker_host = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            self.conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self.server.close()
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.close()
