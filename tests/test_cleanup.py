@@ -237,7 +237,9 @@ def test_items_carry_the_timeout_mark(pytester: pytest.Pytester, slow_zoo: Zoo) 
     slow_zoo.models([slow_zoo.model("slow", timeout=33)])
     items, _ = pytester.inline_genitems(*BASE)
     (item,) = items
-    assert item.get_closest_marker("timeout").args == (33,)
+    mark = item.get_closest_marker("timeout")
+    assert mark is not None
+    assert mark.args == (33,)
 
 
 INTERRUPT_BANNER = {
@@ -337,6 +339,7 @@ def test_leftovers_of_dead_runs_are_reported_and_reaped(
                 "pytest-madengine.host": socket.gethostname(),
             },
         )
+        assert leftover.id is not None
         try:
             _report_and_reap(pytester, docker_client, leftover.id)
         finally:
@@ -366,6 +369,7 @@ def _assert_only_kept(client: docker.DockerClient, run_id: str, hint: str) -> No
     kept = client.api.containers(all=True, filters={"label": f"{KEPT_LABEL}={run_id}"})
     assert [(c["Id"][:12], c["State"]) for c in kept] == [(hint, "running")]
     code, output = client.containers.get(hint).exec_run(["cat", "clue.txt"])
+    assert isinstance(output, bytes)  # not streamed
     assert (code, output.strip()) == (0, b"evidence")
     assert labelled_containers(client, run_id) == []
 
@@ -428,8 +432,10 @@ def test_a_kept_copy_sees_the_shared_scripts_read_only(
         result.assert_outcomes(failed=1)
         kept = docker_client.containers.get(_kept_hint(result.stdout.str(), "models.json::bad[gfx942]"))
         code, output = kept.exec_run(["sh", "-c", ". ../scripts/common/lib.sh && echo $value $(cat clue.txt)"])
+        assert isinstance(output, bytes)  # not streamed
         assert (code, output.strip()) == (0, b"from_common from_common")
         code, output = kept.exec_run(["sh", "-c", "grep ' /myworkspace/scripts ' /proc/mounts | cut -d' ' -f4"])
+        assert isinstance(output, bytes)
         assert code == 0 and output.split(b",")[0] == b"ro", output
         code, _ = kept.exec_run(["sh", "-c", "echo leak > /myworkspace/scripts/common/leak.txt"])
         assert code != 0

@@ -72,7 +72,9 @@ def test_location_points_at_models_json(pytester: pytest.Pytester, two_models: Z
     items, _ = pytester.inline_genitems("--madengine-arch", "gfx942")
     locations = {item.nodeid: item.location for item in items}
     assert locations["models.json::bert[gfx942]"][0] == "models.json"
-    assert locations["models.json::bert[gfx942]"][1] > locations["models.json::resnet[gfx942]"][1]
+    bert_line, resnet_line = locations["models.json::bert[gfx942]"][1], locations["models.json::resnet[gfx942]"][1]
+    assert bert_line is not None and resnet_line is not None
+    assert bert_line > resnet_line
 
 
 def test_setup_plan_shows_the_fixtures(pytester: pytest.Pytester, two_models: Zoo) -> None:
@@ -131,7 +133,9 @@ def test_fixtures_are_those_of_each_models_json_directory(pytester: pytest.Pytes
     (zoo.root / "scripts" / "sub" / "conftest.py").write_text(
         "import pytest\n\n\n@pytest.fixture(autouse=True)\ndef sub_only():\n    pass\n"
     )
-    items, _ = pytester.inline_genitems("--madengine-arch", "gfx90a,gfx942")
+    collected, _ = pytester.inline_genitems("--madengine-arch", "gfx90a,gfx942")
+    items = [item for item in collected if isinstance(item, pytest.Function)]
+    assert items == collected  # model items are pytest.Functions (narrows the type for what follows)
     names = {item.nodeid: set(item.fixturenames) for item in items}
     ours = {"madengine_image", "madengine_gpus", "madengine_container"}
     top = [names[f"models.json::{m}[{arch}]"] for m in ("top", "top2") for arch in ("gfx90a", "gfx942")]

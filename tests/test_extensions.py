@@ -103,7 +103,7 @@ def test_every_hook_works_from_a_conftest(
     assert labelled_containers(docker_client, run_id) == []
     # JUnit: each testcase carries its result as properties (the parse_result hook's for custom, the
     # log's for m), and, with junit_logging=system-out, the container's log.
-    cases = {case.get("name"): case for case in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")}
+    cases = {case.get("name", ""): case for case in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")}
     assert sorted(cases) == ["custom[gfx942]", "m[gfx942]"]
     for model, performance, metric in (("custom", "42.5", "custom_units"), ("m", "1", "from_log")):
         case = cases[f"{model}[gfx942]"]

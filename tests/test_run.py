@@ -177,7 +177,7 @@ def test_junit_properties_and_system_out(pytester: pytest.Pytester, zoo: Zoo) ->
     assert props["metric"] == "fps"
     assert props["status"] == "SUCCESS"
     assert props["gpu_architecture"] == "gfx942"
-    assert props["docker_image"].startswith("madengine/dummy.ubuntu.amd:gfx942-")
+    assert (props["docker_image"] or "").startswith("madengine/dummy.ubuntu.amd:gfx942-")
     assert "reason" not in props
     assert "hello junit" in (good.findtext("system-out") or "")
     bad = {p.get("name"): p.get("value") for p in cases["bad[gfx942]"].iter("property")}

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import docker.errors
@@ -143,6 +143,9 @@ def wait_until(predicate: Callable[[], object], timeout: float = 90, what: str =
     raise AssertionError(f"{what}: not reached within {timeout} s")
 
 
+_Events = TypeVar("_Events", bound="EngineEvents")
+
+
 class EngineEvents:
     """The engine's own record of labelled containers' lives (`docker events`; other `filters` for other
     events), streamed in a background thread while a session runs. Use as a context manager; `of_run`
@@ -161,7 +164,7 @@ class EngineEvents:
         except Exception:  # the stream is closed under us at the end
             return
 
-    def __enter__(self) -> EngineEvents:
+    def __enter__(self: _Events) -> _Events:
         self._thread.start()
         return self
 

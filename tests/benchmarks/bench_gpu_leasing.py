@@ -35,7 +35,7 @@ def test_lease_efficiency_and_overlaps(tmp_path: Path, docker_client: docker.Doc
     zoo.dockerfile()
     zoo.script("sleep/run.sh", SCRIPT)
     pending = [[(n, s)] * count for n, s, count in MIX]
-    models = []
+    models: list[tuple[str, int, float]] = []
     while any(pending):
         for group in pending:
             if group:
