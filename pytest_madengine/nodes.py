@@ -9,14 +9,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from _pytest._code.code import ExceptionInfo, TerminalRepr
-from _pytest.fixtures import FuncFixtureInfo
+from pytest import ExceptionInfo
 
-try:  # pytest >= 9.2
-    from _pytest.python import CallSpec
-except ImportError:  # pytest 8.4 - 9.1
-    from _pytest.python import CallSpec2 as CallSpec  # type: ignore[attr-defined,no-redef,unused-ignore]
-
+from ._compat import FuncFixtureInfo, TerminalRepr, item_callspec, skip_at_item_location
 from .archs import skipped_arch, vendor_of
 from .baseline import BaselineError, gate_rows, parse_percent
 from .container import ContainerStartError, DockerConnectionLost, StartedContainer
@@ -216,7 +211,7 @@ class ModelItem(pytest.Function):
         # A CallSpec makes this a parametrized item (`name[arch]`) for pytest's structured node ids,
         # which `--lf` compares; a bare name with brackets would never match a stored id.
         name = str(kwargs["name"])
-        callspec = CallSpec(_idlist=(name[name.index("[") + 1 : -1],))
+        callspec = item_callspec(name[name.index("[") + 1 : -1])
         super().__init__(callobj=_model_test, callspec=callspec, originalname=spec.name, **kwargs)
         self.spec = spec
         self.arch = arch
@@ -372,7 +367,7 @@ def image_base(dockerfile: Dockerfile | None) -> str:
 
 def skip_item(reason: str) -> NoReturn:
     """Skip with the item's location (models.json), not this module's, in the summary."""
-    raise pytest.skip.Exception(reason, _use_item_location=True)
+    skip_at_item_location(reason)
 
 
 def _plain_failure(exc: BaseException) -> str | None:
