@@ -13,8 +13,9 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .container import KEPT_LABEL, RUN_LABEL, remove_by_id
+from .container import remove_by_id
 from .gpu_allocator import token_alive
+from .labels import HOST_LABEL, KEPT_LABEL, PID_LABEL, RUN_LABEL, SESSION_PID_LABEL, WORKER_LABEL
 from .runtime import DockerUnavailable, Runtime
 
 Handler = Callable[[int, FrameType | None], Any] | int | None
@@ -42,7 +43,7 @@ def remove_run_containers(runtime: Runtime, worker: str | None = None) -> int:
     """Force-remove this run's containers (one worker's, when named); return how many."""
     labels = [f"{RUN_LABEL}={runtime.run_id}"]
     if worker:
-        labels.append(f"pytest-madengine.worker={worker}")
+        labels.append(f"{WORKER_LABEL}={worker}")
     try:
         client = runtime.client()
         ids = [c["Id"] for c in client.api.containers(all=True, filters={"label": labels})]
@@ -67,9 +68,9 @@ def orphans(client: docker.DockerClient, run_id: str) -> list[str]:
         labels = container.get("Labels") or {}
         if labels.get(RUN_LABEL) in (run_id, "") or KEPT_LABEL in labels:
             continue  # ours, or kept on purpose for inspection
-        if labels.get("pytest-madengine.host", host) != host:
+        if labels.get(HOST_LABEL, host) != host:
             continue
-        pid = labels.get("pytest-madengine.session-pid") or labels.get("pytest-madengine.pid") or ""
+        pid = labels.get(SESSION_PID_LABEL) or labels.get(PID_LABEL) or ""
         if pid.isdigit() and token_alive(f"{pid}:?"):
             continue
         found.append(str(container["Id"]))

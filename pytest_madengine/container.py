@@ -22,12 +22,12 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
+from .labels import KEPT_LABEL, RUN_LABEL
 from .models import ModelSpec
 from .workspace import SCRIPTS_MOUNT, escaping_links, mount_scripts
 
 WORKSPACE = PurePosixPath("/myworkspace")
 RUN_DIR = WORKSPACE / "run_directory"
-RUN_LABEL = "pytest-madengine.run"
 KILL_GRACE_S = 2.0
 
 
@@ -296,9 +296,6 @@ def remove_by_id(client: docker.DockerClient, container_id: str) -> None:
             raise
     except requests.exceptions.ConnectionError:
         pass
-
-
-KEPT_LABEL = "pytest-madengine.kept"
 
 
 def keep_for_inspection(

@@ -16,7 +16,6 @@ from docker.types import DeviceRequest
 from .archs import vendor_of
 from .container import (
     RUN_DIR,
-    RUN_LABEL,
     RunOutcome,
     StartedContainer,
     fetch_tree,
@@ -24,6 +23,7 @@ from .container import (
     wait_container,
 )
 from .context import ContextError, RunContext, Step
+from .labels import HOST_LABEL, PID_LABEL, RUN_LABEL, SESSION_PID_LABEL, TEST_LABEL, WORKER_LABEL
 from .lease import Lease
 from .models import ModelSpec
 from .outcome import Verdict, judge
@@ -73,11 +73,11 @@ def container_options(
         "environment": environment,
         "labels": {
             RUN_LABEL: run_id,
-            "pytest-madengine.worker": worker,
-            "pytest-madengine.pid": str(os.getpid()),
-            "pytest-madengine.session-pid": str(session_pid or os.getpid()),
-            "pytest-madengine.host": socket.gethostname(),
-            "pytest-madengine.test": nodeid,
+            WORKER_LABEL: worker,
+            PID_LABEL: str(os.getpid()),
+            SESSION_PID_LABEL: str(session_pid or os.getpid()),
+            HOST_LABEL: socket.gethostname(),
+            TEST_LABEL: nodeid,
         },
         "detach": True,
     }

@@ -19,9 +19,9 @@ import docker.errors
 from filelock import FileLock
 
 from .dockerfiles import Dockerfile
+from .labels import DOCKERFILE_LABEL, HASH_LABEL
 from .registry import RegistryError
 
-HASH_LABEL = "pytest-madengine.hash"
 LOG_TAIL_LINES = 50
 
 
@@ -199,7 +199,7 @@ class ImageBuilder:
                     buildargs=dict(request.build_args),
                     labels={
                         HASH_LABEL: content_hash,
-                        "pytest-madengine.dockerfile": str(request.dockerfile.path),
+                        DOCKERFILE_LABEL: str(request.dockerfile.path),
                     },
                     rm=True,
                     forcerm=True,

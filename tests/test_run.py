@@ -24,6 +24,7 @@ from zoo import (
 )
 
 from pytest_madengine import container
+from pytest_madengine.labels import RUN_LABEL
 from pytest_madengine.models import load_models
 from pytest_madengine.workspace import SCRIPTS_MOUNT
 
@@ -350,7 +351,7 @@ def test_an_engine_that_cannot_see_the_zoo_gets_the_copy(
     command = ["sh", "-c", "grep -c ' /myworkspace/scripts ' /proc/mounts; . ../scripts/common/lib.sh; echo $value"]
     options = {"image": BASE_IMAGE, "command": command, "working_dir": "/myworkspace/run_directory"}
     started = container.start_model(
-        docker_client, {**options, "labels": {container.RUN_LABEL: "fallback-test"}}, spec, None, None
+        docker_client, {**options, "labels": {RUN_LABEL: "fallback-test"}}, spec, None, None
     )
     try:
         outcome = container.wait_container(started, 60)
