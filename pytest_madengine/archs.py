@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from .errors import MadengineError
+
 CPU = "cpu"
 AMD = "AMD"
 NVIDIA = "NVIDIA"
@@ -13,7 +15,7 @@ _AMD_INSTINCT = re.compile(r"^(?:AMD )?(?:INSTINCT )?MI\d{2,3}[A-Z]*$")
 _NVIDIA_SHORT = re.compile(r"^(?:[A-Z]{1,2}\d{2,4}[A-Z]*|RTX.*|GH\d+|GB\d+)$")
 
 
-class ArchError(ValueError):
+class ArchError(MadengineError, ValueError):
     """An arch name we cannot map to a vendor."""
 
 

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import MadengineError
+
 _TIME_UNITS = frozenset(
     [
         "s",
@@ -41,7 +43,7 @@ _TIME_UNITS = frozenset(
 _TIME_WORDS = re.compile(r"latency|duration|time|elapsed", re.IGNORECASE)
 
 
-class BaselineError(Exception):
+class BaselineError(MadengineError):
     """An unreadable baseline file."""
 
 

@@ -22,6 +22,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
+from .errors import MadengineError
 from .labels import KEPT_LABEL, RUN_LABEL
 from .models import ModelSpec
 from .workspace import SCRIPTS_MOUNT, escaping_links, mount_scripts
@@ -31,7 +32,7 @@ RUN_DIR = WORKSPACE / "run_directory"
 KILL_GRACE_S = 2.0
 
 
-class ContainerStartError(Exception):
+class ContainerStartError(MadengineError):
     """Docker refused to create or start the container (missing image, bad device...)."""
 
 
@@ -156,7 +157,7 @@ class StartedContainer:
         return str(self.container.id or "")
 
 
-class DockerConnectionLost(Exception):
+class DockerConnectionLost(MadengineError):
     """The daemon went away while a model ran."""
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import MadengineError
+
 KNOWN = frozenset(
     {
         "docker_env_vars",
@@ -24,7 +26,7 @@ KNOWN = frozenset(
 )
 
 
-class ContextError(ValueError):
+class ContextError(MadengineError, ValueError):
     """A malformed context: the text says what is wrong."""
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .errors import MadengineError
 from .gpu_detect import Detection, Gpu
 from .lease import Lease
 
 
-class PoolError(ValueError):
+class PoolError(MadengineError, ValueError):
     """A --madengine-gpus value we cannot use; the text says why."""
 
 

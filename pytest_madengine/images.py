@@ -19,6 +19,7 @@ import docker.errors
 from filelock import FileLock
 
 from .dockerfiles import Dockerfile
+from .errors import MadengineError
 from .labels import DOCKERFILE_LABEL, HASH_LABEL
 from .registry import RegistryError
 
@@ -85,12 +86,16 @@ class BuiltImage:
     registry_image: str = ""
 
 
-class PublishError(Exception):
+class PublishError(MadengineError):
     """The push of a built image failed (once, for every item that needs it)."""
 
+    perf_reason = "image push failed"
 
-class ImageBuildError(Exception):
+
+class ImageBuildError(MadengineError):
     """The build failed once; every item that needs the image reports this."""
+
+    perf_reason = "image build failed"
 
     def __init__(self, dockerfile: Path, arch: str, reason: str, log_path: str, tail: str) -> None:
         super().__init__(f"image build failed for {dockerfile} ({arch}): {reason}")
@@ -99,6 +104,9 @@ class ImageBuildError(Exception):
         self.reason = reason
         self.log_path = log_path
         self.tail = tail
+
+    def describe(self) -> str:
+        return f"{self}\nbuild log: {self.log_path}\n--- last lines of the build log ---\n{self.tail}"
 
     def to_dict(self) -> dict[str, str]:
         return {

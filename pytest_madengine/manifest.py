@@ -13,9 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import MadengineError
 
-class ManifestError(Exception):
+
+class ManifestError(MadengineError):
     """An unreadable manifest, or a model it does not hold."""
+
+    perf_reason = "image not in manifest"
 
 
 @dataclass(frozen=True)

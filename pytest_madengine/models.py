@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import MadengineError
+
 KNOWN_FIELDS = frozenset(
     {
         "name",
@@ -36,7 +38,7 @@ KNOWN_FIELDS = frozenset(
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-class ModelsFileError(Exception):
+class ModelsFileError(MadengineError):
     """A models.json problem; its text names the file, the model and the field."""
 
 

@@ -13,28 +13,25 @@ from pytest import ExceptionInfo
 
 from ._compat import FuncFixtureInfo, TerminalRepr, item_callspec, skip_at_item_location
 from .archs import skipped_arch, vendor_of
-from .baseline import BaselineError, gate_rows, parse_percent
-from .container import ContainerStartError, DockerConnectionLost, StartedContainer
-from .context import ContextError
+from .baseline import gate_rows, parse_percent
+from .container import DockerConnectionLost, StartedContainer
 from .dockerfiles import Dockerfile, DockerfileCache, select
+from .errors import MadengineError
 from .execute import finish_model, log_file_name
 from .images import (
     LOG_TAIL_LINES,
     BuildRequest,
     BuiltImage,
-    ImageBuildError,
-    PublishError,
     build_args_for,
     context_dir_for,
     log_tail,
 )
 from .lease import Lease
-from .manifest import BuildRecord, ManifestError
+from .manifest import BuildRecord
 from .models import ModelsFileError, ModelSpec, load_models
-from .registry import RegistryError
 from .results import FAILURE, Result
 from .rows import RowFacts, perf_row
-from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime
+from .runtime import RUNTIME_KEY, Runtime
 from .settings import Settings
 
 MARKER_DOC = "models.json tag"
@@ -46,7 +43,7 @@ CALL_FAILED_KEY = pytest.StashKey[bool]()
 BUILD_RECORD_KEY = pytest.StashKey[BuildRecord]()
 
 
-class ModelFailure(Exception):
+class ModelFailure(MadengineError):
     """The model ran and failed; the message is what the user needs, with the log tail."""
 
 
@@ -180,7 +177,7 @@ def _model_marks(spec: ModelSpec, settings: Settings) -> tuple[pytest.MarkDecora
     return tuple(marks)
 
 
-class CollectError(Exception):
+class CollectError(MadengineError):
     """A models.json problem shown as a one-line collection error, without a traceback."""
 
 
@@ -372,22 +369,4 @@ def skip_item(reason: str) -> NoReturn:
 
 def _plain_failure(exc: BaseException) -> str | None:
     """The text for failures that are about the model or the engine, not about plugin code."""
-    if isinstance(exc, ImageBuildError):
-        return f"{exc}\nbuild log: {exc.log_path}\n--- last lines of the build log ---\n{exc.tail}"
-    if isinstance(
-        exc,
-        (
-            ModelFailure,
-            DockerUnavailable,
-            ContainerStartError,
-            DockerConnectionLost,
-            ManifestError,
-            RegistryError,
-            PublishError,
-            ModelsFileError,
-            BaselineError,
-            ContextError,
-        ),
-    ):
-        return str(exc)
-    return None
+    return exc.describe() if isinstance(exc, MadengineError) else None

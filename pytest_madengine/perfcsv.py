@@ -9,6 +9,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from .errors import MadengineError
+
 # madengine v2's PERF_CSV_HEADER, in order, plus our `reason`.
 HEADER: tuple[str, ...] = (
     "model",
@@ -44,7 +46,7 @@ HEADER: tuple[str, ...] = (
 )
 
 
-class PerfCsvError(Exception):
+class PerfCsvError(MadengineError):
     """The target file exists with a header we must not append to."""
 
 

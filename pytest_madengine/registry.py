@@ -19,8 +19,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from .errors import MadengineError
 
-class RegistryError(Exception):
+
+class RegistryError(MadengineError):
     """A push, pull or login failed; the text never holds the password."""
 
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import pytest
 
-from .images import BuiltImage, ImageBuildError, PublishError
-from .manifest import BuildRecord, ManifestError, write_manifest
+from .errors import MadengineError
+from .images import BuiltImage
+from .manifest import BuildRecord, write_manifest
 from .nodes import BUILD_RECORD_KEY, ModelItem
 from .perfcsv import PerfCsvError, append_rows
 from .results import FAILURE, SKIPPED, Result
 from .rows import RowFacts, junit_properties, perf_row
-from .runtime import DockerUnavailable, Runtime
+from .runtime import Runtime
 from .summary import Results, html_document, json_document, markdown_table, terminal_table, write_json
 
 
@@ -27,14 +28,8 @@ def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
             return str(longrepr[2]).removeprefix("Skipped: ")
         return "skipped"
     exc = call.excinfo.value if call.excinfo else None
-    if isinstance(exc, ImageBuildError):
-        return "image build failed"
-    if isinstance(exc, DockerUnavailable):
-        return "docker unavailable"
-    if isinstance(exc, PublishError):
-        return "image push failed"
-    if isinstance(exc, ManifestError):
-        return "image not in manifest"
+    if isinstance(exc, MadengineError):
+        return exc.reason_text()
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}" if exc else "error"

@@ -7,6 +7,8 @@ import io
 import re
 from dataclasses import dataclass, field
 
+from .errors import MadengineError
+
 # madengine v2's PERFORMANCE_LOG_PATTERN (deployment/base.py): first match wins.
 PERFORMANCE_RE = re.compile(
     r"performance:\s+([+\-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+\-]?[0-9]+)?)(?:,?\s*/[a-zA-Z]+\s*,?|,)?\s+([^\s,]+)"
@@ -18,7 +20,7 @@ FAILURE = "FAILURE"
 SKIPPED = "SKIPPED"
 
 
-class ResultsError(Exception):
+class ResultsError(MadengineError):
     """A multiple_results file that madengine would also reject."""
 
 

@@ -18,6 +18,7 @@ import pytest
 import requests.exceptions
 
 from .baseline import Baseline, load_baseline
+from .errors import MadengineError
 from .gpu_allocator import GpuAllocator
 from .gpu_detect import Detection, detect_gpus
 from .gpu_pool import Pool, PoolError, make_pool
@@ -30,8 +31,10 @@ from .workspace import escaping_links
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
 
 
-class DockerUnavailable(Exception):
+class DockerUnavailable(MadengineError):
     """The engine cannot be reached; one message for the session."""
+
+    perf_reason = "docker unavailable"
 
 
 def docker_help(exc: BaseException) -> str:

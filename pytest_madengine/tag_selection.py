@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .errors import MadengineError
 from .models import ModelSpec
 
 
-class TagError(ValueError):
+class TagError(MadengineError, ValueError):
     """A selector that selects nothing, or that cannot be parsed."""
 
 
