@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TextIO
 
 import docker
 import docker.errors
@@ -192,46 +193,12 @@ class ImageBuilder:
         self._log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self._log_dir / request.log_name(content_hash)
         started = time.monotonic()
-        image_id = ""
-        error = ""
         with log_path.open("w", encoding="utf-8") as log:
             log.write(
                 f"# build {tag}\n# dockerfile {request.dockerfile.path}\n# context {request.context_dir}\n"
                 f"# build args: {', '.join(sorted(request.build_args)) or 'none'}\n"
             )
-            try:
-                stream = self._client.api.build(
-                    path=str(request.context_dir),
-                    dockerfile=str(request.dockerfile.path),
-                    tag=tag,
-                    buildargs=dict(request.build_args),
-                    labels={
-                        HASH_LABEL: content_hash,
-                        DOCKERFILE_LABEL: str(request.dockerfile.path),
-                    },
-                    rm=True,
-                    forcerm=True,
-                    pull=False,
-                    nocache=self._rebuild,
-                    decode=True,
-                )
-                for chunk in stream:
-                    if "stream" in chunk:
-                        log.write(str(chunk["stream"]))
-                        step = str(chunk["stream"]).strip()
-                        if self._progress is not None and step.startswith("Step "):
-                            self._progress(f"{tag}: {step}")
-                    if "status" in chunk:
-                        log.write(f"{chunk['status']} {chunk.get('progress', '')}\n")
-                    if "aux" in chunk and isinstance(chunk["aux"], dict):
-                        image_id = str(chunk["aux"].get("ID", image_id))
-                    if "error" in chunk:
-                        error = str(chunk["error"]).strip()
-                        log.write(f"ERROR: {error}\n")
-                    log.flush()
-            except (docker.errors.APIError, docker.errors.BuildError, OSError) as exc:
-                error = str(exc)
-                log.write(f"ERROR: {error}\n")
+            image_id, error = self._stream_build(request, content_hash, tag, log)
         duration = time.monotonic() - started
         if error or not image_id:
             text = log_path.read_text(encoding="utf-8", errors="replace")
@@ -251,6 +218,45 @@ class ImageBuilder:
             base_docker=request.base_docker,
             docker_sha=self._base_sha(request.base_docker),
         )
+
+    def _stream_build(self, request: BuildRequest, content_hash: str, tag: str, log: TextIO) -> tuple[str, str]:
+        """Run the engine's build, copying its output to log: (image id, error), either possibly ""."""
+        image_id = ""
+        error = ""
+        try:
+            stream = self._client.api.build(
+                path=str(request.context_dir),
+                dockerfile=str(request.dockerfile.path),
+                tag=tag,
+                buildargs=dict(request.build_args),
+                labels={
+                    HASH_LABEL: content_hash,
+                    DOCKERFILE_LABEL: str(request.dockerfile.path),
+                },
+                rm=True,
+                forcerm=True,
+                pull=False,
+                nocache=self._rebuild,
+                decode=True,
+            )
+            for chunk in stream:
+                if "stream" in chunk:
+                    log.write(str(chunk["stream"]))
+                    step = str(chunk["stream"]).strip()
+                    if self._progress is not None and step.startswith("Step "):
+                        self._progress(f"{tag}: {step}")
+                if "status" in chunk:
+                    log.write(f"{chunk['status']} {chunk.get('progress', '')}\n")
+                if "aux" in chunk and isinstance(chunk["aux"], dict):
+                    image_id = str(chunk["aux"].get("ID", image_id))
+                if "error" in chunk:
+                    error = str(chunk["error"]).strip()
+                    log.write(f"ERROR: {error}\n")
+                log.flush()
+        except (docker.errors.APIError, docker.errors.BuildError, OSError) as exc:
+            error = str(exc)
+            log.write(f"ERROR: {error}\n")
+        return image_id, error
 
     def publish_once(self, image: BuiltImage, push: Callable[[str], str]) -> BuiltImage:
         """Push an image at most once per session across workers; a failure is remembered too."""

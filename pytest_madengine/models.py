@@ -194,45 +194,15 @@ def parse_entry(
         name = f"{scope}/{name}"
     dockerfile = _rebase(scope, _str_field(entry, "dockerfile", where, required=True).strip())
     scripts = _rebase(scope, _str_field(entry, "scripts", where, required=True).strip())
-    if existing is None or scripts not in existing:
-        script_path = root / scripts
-        if not script_path.exists():
-            raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
-        if existing is not None:
-            existing.add(scripts)
-    args = _str_field(entry, "args", where)
-    try:
-        if args:  # most models have none
-            shlex.split(args)
-    except ValueError as exc:
-        raise ModelsFileError(f"{where}: field 'args' cannot be split like a shell would: {exc}") from None
-    tags = _list_field(entry, "tags", where)
-    for tag in tags:
-        if not TAG_RE.fullmatch(tag):
-            raise ModelsFileError(
-                f"{where}: field 'tags': {tag!r} cannot be a pytest marker (letters, digits, '_', '-', '.', "
-                "not starting with '_')"
-            )
+    _check_script(root, scripts, where, existing)
+    args = _args_field(entry, where)
+    tags = _tags_field(entry, where)
     n_gpus = _int_field(entry.get("n_gpus", -1), where, "n_gpus")
     if n_gpus < -1:
         raise ModelsFileError(f"{where}: field 'n_gpus' must be -1 (all) or >= 0, got {n_gpus}")
     timeout = _int_field(entry.get("timeout", 0) if entry.get("timeout") is not None else 0, where, "timeout")
-    if entry.get("max_regression") not in (None, ""):
-        from .baseline import parse_percent
-
-        try:
-            parse_percent(str(entry["max_regression"]))
-        except ValueError as exc:
-            raise ModelsFileError(f"{where}: field 'max_regression': {exc}") from None
-    if "higher_is_better" in entry and not isinstance(entry["higher_is_better"], bool):
-        raise ModelsFileError(f"{where}: field 'higher_is_better' must be true or false")
-    dockercontext = _str_field(entry, "dockercontext", where)
-    if dockercontext:
-        dockercontext = _rebase(scope, dockercontext)
-        if not (root / dockercontext).is_dir():
-            raise ModelsFileError(
-                f"{where}: field 'dockercontext' points to {root / dockercontext}, which is not a directory"
-            )
+    _check_baseline_fields(entry, where)
+    dockercontext = _dockercontext_field(entry, where, scope, root)
     return ModelSpec(
         name=name,
         source=source,
@@ -252,6 +222,62 @@ def parse_entry(
         dockercontext=dockercontext,
         extra={k: v for k, v in entry.items() if k not in KNOWN_FIELDS},
     )
+
+
+def _check_script(root: Path, scripts: str, where: str, existing: set[str] | None) -> None:
+    if existing is None or scripts not in existing:
+        script_path = root / scripts
+        if not script_path.exists():
+            raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
+        if existing is not None:
+            existing.add(scripts)
+
+
+def _args_field(entry: Mapping[str, Any], where: str) -> str:
+    """The args string, checked to split as the model's shell command line will."""
+    args = _str_field(entry, "args", where)
+    try:
+        if args:  # most models have none
+            shlex.split(args)
+    except ValueError as exc:
+        raise ModelsFileError(f"{where}: field 'args' cannot be split like a shell would: {exc}") from None
+    return args
+
+
+def _tags_field(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """Tags become pytest markers, so each must be a valid marker name."""
+    tags = _list_field(entry, "tags", where)
+    for tag in tags:
+        if not TAG_RE.fullmatch(tag):
+            raise ModelsFileError(
+                f"{where}: field 'tags': {tag!r} cannot be a pytest marker (letters, digits, '_', '-', '.', "
+                "not starting with '_')"
+            )
+    return tags
+
+
+def _check_baseline_fields(entry: Mapping[str, Any], where: str) -> None:
+    """Used only when comparing with a baseline, after the run; checked here so a typo fails at load."""
+    if entry.get("max_regression") not in (None, ""):
+        from .baseline import parse_percent
+
+        try:
+            parse_percent(str(entry["max_regression"]))
+        except ValueError as exc:
+            raise ModelsFileError(f"{where}: field 'max_regression': {exc}") from None
+    if "higher_is_better" in entry and not isinstance(entry["higher_is_better"], bool):
+        raise ModelsFileError(f"{where}: field 'higher_is_better' must be true or false")
+
+
+def _dockercontext_field(entry: Mapping[str, Any], where: str, scope: str, root: Path) -> str:
+    dockercontext = _str_field(entry, "dockercontext", where)
+    if dockercontext:
+        dockercontext = _rebase(scope, dockercontext)
+        if not (root / dockercontext).is_dir():
+            raise ModelsFileError(
+                f"{where}: field 'dockercontext' points to {root / dockercontext}, which is not a directory"
+            )
+    return dockercontext
 
 
 def load_models(path: Path) -> LoadedModels:

@@ -15,7 +15,21 @@ DEFAULT_TIMEOUT = 7200
 
 
 def addoption(parser: pytest.Parser) -> None:
+    """Every option in one "madengine" group; the helpers add them in --help order."""
     group = parser.getgroup("madengine", "madengine model zoo")
+    _add_target_options(group)
+    _add_output_options(group)
+    _add_run_options(group)
+    _add_gpu_options(group)
+    _add_container_options(group)
+    _add_image_options(group)
+    _add_report_options(group)
+    _add_selection_options(group)
+    _add_ini_options(parser)
+
+
+def _add_target_options(group: pytest.OptionGroup) -> None:
+    """What to build for: archs and build args."""
     group.addoption(
         "--madengine-arch",
         action="append",
@@ -31,6 +45,10 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="KEY=VALUE",
         help="extra docker build arg for every image (repeatable), e.g. BASE_DOCKER=rocm/pytorch:latest",
     )
+
+
+def _add_output_options(group: pytest.OptionGroup) -> None:
+    """Where perf.csv rows and logs go."""
     group.addoption(
         "--madengine-perf-csv",
         default=None,
@@ -43,6 +61,10 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="DIR",
         help="where build and run logs go (default: madengine_logs in the invocation directory)",
     )
+
+
+def _add_run_options(group: pytest.OptionGroup) -> None:
+    """How each model runs: timeout, guest OS, skip_gpu_arch."""
     group.addoption(
         "--madengine-timeout",
         type=int,
@@ -62,6 +84,10 @@ def addoption(parser: pytest.Parser) -> None:
         default=False,
         help="run models even on archs their skip_gpu_arch lists",
     )
+
+
+def _add_gpu_options(group: pytest.OptionGroup) -> None:
+    """The GPU pool: which GPUs, detection timeout, lease log."""
     group.addoption(
         "--madengine-gpus",
         default=None,
@@ -81,6 +107,10 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="append one JSON line per GPU lease acquired and released (ids, test, time)",
     )
+
+
+def _add_container_options(group: pytest.OptionGroup) -> None:
+    """Keeping and reaping model containers."""
     group.addoption(
         "--madengine-keep-containers",
         choices=("never", "on-failure", "always"),
@@ -93,6 +123,10 @@ def addoption(parser: pytest.Parser) -> None:
         default=False,
         help="remove containers left by earlier runs whose pytest is gone",
     )
+
+
+def _add_image_options(group: pytest.OptionGroup) -> None:
+    """Building, reusing and publishing images."""
     group.addoption(
         "--madengine-build-only",
         action="store_true",
@@ -123,6 +157,10 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         help="madengine's credential.json (default: credential.json in the invocation directory)",
     )
+
+
+def _add_report_options(group: pytest.OptionGroup) -> None:
+    """Baselines and result files."""
     group.addoption(
         "--madengine-baseline",
         default=None,
@@ -137,6 +175,10 @@ def addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--madengine-json", default=None, metavar="PATH", help="write every result as JSON")
     group.addoption("--madengine-html", default=None, metavar="PATH", help="write a self-contained HTML report")
+
+
+def _add_selection_options(group: pytest.OptionGroup) -> None:
+    """madengine's additional context and tag selection."""
     group.addoption(
         "--madengine-context",
         default=None,
@@ -153,6 +195,9 @@ def addoption(parser: pytest.Parser) -> None:
         metavar="TAGS",
         help="select models as `madengine run --tags` does: name, tag, all, scope/x, tag:key=value (repeatable)",
     )
+
+
+def _add_ini_options(parser: pytest.Parser) -> None:
     parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
     parser.addini(
         "madengine_timeout",
@@ -202,48 +247,12 @@ class Settings:
 
 def read_settings(config: pytest.Config) -> Settings:
     invocation = Path(config.invocation_params.dir)
-    try:
-        archs = parse_arch_list(config.getoption("madengine_arch") or [str(config.getini("madengine_arch"))])
-    except ArchError as exc:
-        raise pytest.UsageError(f"--madengine-arch: {exc}") from None
-    build_args: dict[str, str] = {}
-    for item in config.getoption("madengine_build_arg"):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise pytest.UsageError(f"--madengine-build-arg expects KEY=VALUE, got {item!r}")
-        build_args[key.strip()] = value
-    timeout_option = config.getoption("madengine_timeout")
-    if timeout_option is not None and timeout_option < 0:
-        raise pytest.UsageError(f"--madengine-timeout must be >= 0, got {timeout_option}")
-    raw_default = str(config.getini("madengine_timeout")).strip() or str(DEFAULT_TIMEOUT)
-    try:
-        timeout_default = int(raw_default)
-    except ValueError:
-        raise pytest.UsageError(f"ini madengine_timeout must be an integer, got {raw_default!r}") from None
-    registry = config.getoption("madengine_registry")
-    if registry:
-        from .registry import Registry
-
-        try:
-            Registry.parse(registry)
-        except ValueError as exc:
-            raise pytest.UsageError(f"--madengine-registry: {exc}") from None
-    if config.getoption("madengine_manifest") and config.getoption("madengine_build_only"):
-        raise pytest.UsageError("--madengine-manifest runs prebuilt images: it cannot go with --madengine-build-only")
-    max_regression = None
-    if config.getoption("madengine_max_regression") is not None:
-        from .baseline import parse_percent
-
-        try:
-            max_regression = parse_percent(config.getoption("madengine_max_regression"))
-        except ValueError as exc:
-            raise pytest.UsageError(f"--madengine-max-regression: {exc}") from None
-    try:
-        context = build_context(
-            config.getoption("madengine_context"), _path(invocation, config.getoption("madengine_context_file"))
-        )
-    except ContextError as exc:
-        raise pytest.UsageError(f"madengine context: {exc}") from None
+    archs = _archs(config)
+    build_args = _build_args(config)
+    timeout_option, timeout_default = _timeouts(config)
+    _check_image_options(config)
+    max_regression = _max_regression(config)
+    context = _context(config, invocation)
     perf = config.getoption("madengine_perf_csv")
     logs = config.getoption("madengine_log_dir")
     return Settings(
@@ -276,6 +285,70 @@ def read_settings(config: pytest.Config) -> Settings:
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )
+
+
+def _archs(config: pytest.Config) -> list[str]:
+    try:
+        return parse_arch_list(config.getoption("madengine_arch") or [str(config.getini("madengine_arch"))])
+    except ArchError as exc:
+        raise pytest.UsageError(f"--madengine-arch: {exc}") from None
+
+
+def _build_args(config: pytest.Config) -> dict[str, str]:
+    build_args: dict[str, str] = {}
+    for item in config.getoption("madengine_build_arg"):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise pytest.UsageError(f"--madengine-build-arg expects KEY=VALUE, got {item!r}")
+        build_args[key.strip()] = value
+    return build_args
+
+
+def _timeouts(config: pytest.Config) -> tuple[int | None, int]:
+    """(--madengine-timeout or None, the ini default), both checked."""
+    timeout_option = config.getoption("madengine_timeout")
+    if timeout_option is not None and timeout_option < 0:
+        raise pytest.UsageError(f"--madengine-timeout must be >= 0, got {timeout_option}")
+    raw_default = str(config.getini("madengine_timeout")).strip() or str(DEFAULT_TIMEOUT)
+    try:
+        timeout_default = int(raw_default)
+    except ValueError:
+        raise pytest.UsageError(f"ini madengine_timeout must be an integer, got {raw_default!r}") from None
+    return timeout_option, timeout_default
+
+
+def _check_image_options(config: pytest.Config) -> None:
+    """A bad registry or a contradictory manifest/build-only pair is a usage error before any build."""
+    registry = config.getoption("madengine_registry")
+    if registry:
+        from .registry import Registry
+
+        try:
+            Registry.parse(registry)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--madengine-registry: {exc}") from None
+    if config.getoption("madengine_manifest") and config.getoption("madengine_build_only"):
+        raise pytest.UsageError("--madengine-manifest runs prebuilt images: it cannot go with --madengine-build-only")
+
+
+def _max_regression(config: pytest.Config) -> float | None:
+    if config.getoption("madengine_max_regression") is None:
+        return None
+    from .baseline import parse_percent
+
+    try:
+        return parse_percent(config.getoption("madengine_max_regression"))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--madengine-max-regression: {exc}") from None
+
+
+def _context(config: pytest.Config, invocation: Path) -> RunContext:
+    try:
+        return build_context(
+            config.getoption("madengine_context"), _path(invocation, config.getoption("madengine_context_file"))
+        )
+    except ContextError as exc:
+        raise pytest.UsageError(f"madengine context: {exc}") from None
 
 
 def _path(base: Path, value: str | None) -> Path | None:
