@@ -213,7 +213,8 @@ def start_model(
     Desktop does not share. Then the copy is used instead, as for a remote engine.
     """
     scripts_root = spec.root / "scripts"
-    if mount_scripts(docker_host, scripts_root, options, escaping, security_options):
+    # Pre/post scripts (MAD's rocEnvTool) write beside themselves under ../scripts: they get the copy.
+    if not extra and mount_scripts(docker_host, scripts_root, options, escaping, security_options):
         mount = scripts_mount(scripts_root)
         mounted = {**options, "mounts": [*(options.get("mounts") or []), mount]}
         try:

@@ -140,6 +140,8 @@ class ModelsFile(PlainCollectErrors, pytest.File):
             fixtureinfo=shared.fixtureinfo,  # None for the first item: pytest computes it then
         )
         shared.fixtureinfo = item._fixtureinfo
+        # The computed info is shared; the list of names is the item's own, as a conftest may add to it.
+        item.fixturenames = list(item.fixturenames)
         return item
 
 

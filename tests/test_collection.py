@@ -146,6 +146,8 @@ def test_fixtures_are_those_of_each_models_json_directory(pytester: pytest.Pytes
     # Computed once per models.json: one FuncFixtureInfo per file, however many items it has.
     per_file = {(item.path, id(item._fixtureinfo)) for item in items}
     assert len(per_file) == 2, per_file
+    # ...while each item's list of fixture names is its own: a conftest adding to one adds to it alone.
+    assert len({id(item.fixturenames) for item in items}) == len(items)
 
 
 def test_subdirectory_models_json(pytester: pytest.Pytester, zoo: Zoo) -> None:

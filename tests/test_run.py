@@ -277,6 +277,19 @@ def test_a_local_engine_gets_the_shared_scripts_mounted_read_only(pytester: pyte
     assert tree_state(zoo) == before
 
 
+def test_pre_scripts_that_write_under_the_shared_scripts_get_the_copy(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """MAD's pre scripts (rocEnvTool) write their output beside themselves under ../scripts: with pre or
+    post scripts the shared tree is copied in, writable, as before; the user's tree is still untouched."""
+    workspace_zoo(zoo)
+    zoo.script("common/pre.sh", '#!/bin/bash\necho pre-output > ../scripts/common/pre.out && echo "pre wrote"\n')
+    before = tree_state(zoo)
+    context = json.dumps({"pre_scripts": [{"path": "scripts/common/pre.sh"}]})
+    result = run(pytester, "-rA", "--madengine-context", context)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["pre wrote", "scripts: copied", "scripts: writable"])
+    assert tree_state(zoo) == before
+
+
 def test_a_remote_engine_gets_the_shared_scripts_copied_in(
     pytester: pytest.Pytester, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
