@@ -26,9 +26,10 @@ def engine_is_local(docker_host: str | None) -> bool:
 
 
 def engine_confines_mounts(security_options: Iterable[str]) -> bool:
-    """Whether the engine's SELinux labels keep containers from reading an unlabelled bind mount
-    (`docker info` SecurityOptions `name=selinux`); relabelling (`:z`) would write to the user's tree."""
-    return any("name=selinux" in option.split(",") for option in security_options)
+    """Whether the engine may keep containers from reading our files through a bind mount: SELinux
+    labels (`name=selinux`; relabelling with `:z` would write to the user's tree), or user-namespace
+    remapping (`name=userns`: the container's root is a subordinate uid that cannot read 0600 files)."""
+    return any({"name=selinux", "name=userns"} & set(option.split(",")) for option in security_options)
 
 
 def _links(root: Path) -> Iterator[Path]:

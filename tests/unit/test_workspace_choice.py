@@ -165,6 +165,7 @@ def test_covers_scripts_normalises_paths() -> None:
         (["name=apparmor", "name=seccomp,profile=builtin"], False),
         (["name=seccomp,profile=default", "name=selinux"], True),
         (["name=selinux,profile=x"], True),
+        (["name=seccomp,profile=builtin", "name=userns"], True),
     ],
 )
 def test_an_selinux_engine_gets_a_copy(scripts: Path, security_options: list[str], confines: bool) -> None:
