@@ -10,15 +10,25 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 from filelock import FileLock
-from zoo import Zoo, kill_session, labelled_containers, read_perf, remove_run, run_id_of, start_session, wait_until
+from zoo import (
+    EngineRelay,
+    Zoo,
+    kill_session,
+    labelled_containers,
+    read_perf,
+    remove_run,
+    run_id_of,
+    start_session,
+    wait_until,
+)
 
 BASE = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "--madengine-perf-csv", "perf.csv")
 RUN_LABEL = "pytest-madengine.run"
@@ -381,128 +391,67 @@ def _kept_hint(out: str, nodeid: str) -> str:
     return str(found[0])
 
 
+@pytest.fixture
+def run_keeping(
+    pytester: pytest.Pytester, docker_client: docker.DockerClient
+) -> Iterator[Callable[..., tuple[pytest.RunResult, str]]]:
+    """Run a session that keeps containers; its kept copies (and their images) go when the test ends."""
+    runs: list[str] = []
+
+    def session(*args: str) -> tuple[pytest.RunResult, str]:
+        result = run(pytester, *args)
+        runs.append(run_id_of(pytester.path))
+        return result, runs[-1]
+
+    yield session
+    for run_id in runs:
+        _remove_kept(docker_client, run_id)
+
+
 def test_keep_containers_on_failure_prints_a_working_exec_command(
-    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+    zoo: Zoo, docker_client: docker.DockerClient, run_keeping: Callable[..., tuple[pytest.RunResult, str]]
 ) -> None:
     zoo.script("bad/run.sh", "#!/bin/bash\necho evidence > clue.txt\nexit 7\n")
     zoo.script("good/run.sh")
     zoo.models([zoo.model("bad"), zoo.model("good")])
-    run_id = ""
-    try:
-        result = run(pytester, "--madengine-keep-containers", "on-failure")
-        run_id = run_id_of(pytester.path)
-        result.assert_outcomes(passed=1, failed=1)
-        hint = _kept_hint(result.stdout.str(), "models.json::bad[gfx942]")
-        assert "kept the container of models.json::good" not in result.stdout.str()
-        _assert_only_kept(docker_client, run_id, hint)
-    finally:
-        if run_id:
-            _remove_kept(docker_client, run_id)
+    result, run_id = run_keeping("--madengine-keep-containers", "on-failure")
+    result.assert_outcomes(passed=1, failed=1)
+    hint = _kept_hint(result.stdout.str(), "models.json::bad[gfx942]")
+    assert "kept the container of models.json::good" not in result.stdout.str()
+    _assert_only_kept(docker_client, run_id, hint)
 
 
 def test_keep_containers_always_keeps_a_passing_models_container(
-    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+    zoo: Zoo, docker_client: docker.DockerClient, run_keeping: Callable[..., tuple[pytest.RunResult, str]]
 ) -> None:
     zoo.script("good/run.sh", "#!/bin/bash\necho evidence > clue.txt\necho 'performance: 1 x'\n")
     zoo.models([zoo.model("good")])
-    run_id = ""
-    try:
-        result = run(pytester, "--madengine-keep-containers", "always")
-        run_id = run_id_of(pytester.path)
-        result.assert_outcomes(passed=1)
-        hint = _kept_hint(result.stdout.str(), "models.json::good[gfx942]")
-        _assert_only_kept(docker_client, run_id, hint)
-    finally:
-        if run_id:
-            _remove_kept(docker_client, run_id)
+    result, run_id = run_keeping("--madengine-keep-containers", "always")
+    result.assert_outcomes(passed=1)
+    hint = _kept_hint(result.stdout.str(), "models.json::good[gfx942]")
+    _assert_only_kept(docker_client, run_id, hint)
 
 
 def test_a_kept_copy_sees_the_shared_scripts_read_only(
-    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+    zoo: Zoo, docker_client: docker.DockerClient, run_keeping: Callable[..., tuple[pytest.RunResult, str]]
 ) -> None:
     """The kept copy is a commit, which leaves bind mounts out: it gets the read-only scripts/ mount again."""
     zoo.script("common/lib.sh", "value=from_common\n")
     zoo.script("bad/run.sh", "#!/bin/bash\n. ../scripts/common/lib.sh\necho $value > clue.txt\nexit 7\n")
     zoo.models([zoo.model("bad")])
     before = sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*"))
-    run_id = ""
-    try:
-        result = run(pytester, "--madengine-keep-containers", "on-failure")
-        run_id = run_id_of(pytester.path)
-        result.assert_outcomes(failed=1)
-        kept = docker_client.containers.get(_kept_hint(result.stdout.str(), "models.json::bad[gfx942]"))
-        code, output = kept.exec_run(["sh", "-c", ". ../scripts/common/lib.sh && echo $value $(cat clue.txt)"])
-        assert isinstance(output, bytes)  # not streamed
-        assert (code, output.strip()) == (0, b"from_common from_common")
-        code, output = kept.exec_run(["sh", "-c", "grep ' /myworkspace/scripts ' /proc/mounts | cut -d' ' -f4"])
-        assert isinstance(output, bytes)
-        assert code == 0 and output.split(b",")[0] == b"ro", output
-        code, _ = kept.exec_run(["sh", "-c", "echo leak > /myworkspace/scripts/common/leak.txt"])
-        assert code != 0
-        assert sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*")) == before
-    finally:
-        if run_id:
-            _remove_kept(docker_client, run_id)
-
-
-class _Proxy:
-    """A unix-socket relay to the real engine that a test can pull the plug on; it notes the
-    requests it relays, so a test can wait for one."""
-
-    def __init__(self, path: Path, target: str = "/var/run/docker.sock") -> None:
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(path))
-        self.server.listen(64)
-        self.target = target
-        self.conns: list[socket.socket] = []
-        self.requests: list[bytes] = []  # each relayed chunk's first line, client to engine
-        self.lock = threading.Lock()
-        self.dead = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            with self.lock:  # a connection that races kill() must not reach the engine
-                if self.dead:
-                    client.close()
-                    return
-                upstream = socket.socket(socket.AF_UNIX)
-                upstream.connect(self.target)
-                self.conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
-
-    def _pipe(self, a: socket.socket, b: socket.socket, outbound: bool) -> None:
-        try:
-            while data := a.recv(65536):
-                if outbound:
-                    self.requests.append(data.split(b"\r\n", 1)[0])
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def saw(self, fragment: bytes) -> bool:
-        return any(fragment in line for line in list(self.requests))
-
-    def kill(self) -> None:
-        with self.lock:
-            self.dead = True
-            # shutdown wakes a thread blocked in accept(); close alone would leave it accepting
-            with contextlib.suppress(OSError):
-                self.server.shutdown(socket.SHUT_RDWR)
-            self.server.close()
-            for conn in self.conns:
-                with contextlib.suppress(OSError):
-                    conn.shutdown(socket.SHUT_RDWR)
-                    conn.close()
+    result, _ = run_keeping("--madengine-keep-containers", "on-failure")
+    result.assert_outcomes(failed=1)
+    kept = docker_client.containers.get(_kept_hint(result.stdout.str(), "models.json::bad[gfx942]"))
+    code, output = kept.exec_run(["sh", "-c", ". ../scripts/common/lib.sh && echo $value $(cat clue.txt)"])
+    assert isinstance(output, bytes)  # not streamed
+    assert (code, output.strip()) == (0, b"from_common from_common")
+    code, output = kept.exec_run(["sh", "-c", "grep ' /myworkspace/scripts ' /proc/mounts | cut -d' ' -f4"])
+    assert isinstance(output, bytes)
+    assert code == 0 and output.split(b",")[0] == b"ro", output
+    code, _ = kept.exec_run(["sh", "-c", "echo leak > /myworkspace/scripts/common/leak.txt"])
+    assert code != 0
+    assert sorted(p.relative_to(zoo.root) for p in (zoo.root / "scripts").rglob("*")) == before
 
 
 def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
@@ -513,7 +462,7 @@ def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
     run(pytester, "--madengine-build-only").assert_outcomes(passed=1)
     engine = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     assert engine.startswith("unix://"), "the relay cuts a unix-socket connection to the engine"
-    proxy = _Proxy(pytester.path / "d.sock", engine.removeprefix("unix://"))
+    proxy = EngineRelay.unix(pytester.path / "d.sock")
     monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/d.sock")
     proc = _start(pytester)
     run_id = ""
@@ -528,10 +477,10 @@ def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
             90,
             "the model running and waited on",
         )
-        proxy.kill()
+        proxy.close()
         out, _ = proc.communicate(timeout=120)
     finally:
-        proxy.kill()
+        proxy.close()
         kill_session(proc)
         if run_id:
             remove_run(docker_client, run_id)

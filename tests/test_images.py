@@ -30,6 +30,11 @@ from zoo import (
 )
 
 ARCHS = ("--madengine-arch", "gfx90a,gfx942", "--madengine-gpus", "none")
+# Every file a session writes, so a test can look for a leaked password in all of them.
+EVERY_OUTPUT = (
+    *("--madengine-perf-csv", "p.csv", "--junitxml", "j.xml", "-o", "junit_logging=all"),
+    *("--madengine-manifest-out", "m.json"),
+)
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
@@ -288,14 +293,7 @@ def test_a_wrong_password_is_a_clear_error_and_never_printed(
         "-rA",
         "--madengine-registry",
         f"{registry.host}/mad",
-        "--madengine-perf-csv",
-        "p.csv",
-        "--junitxml",
-        "j.xml",
-        "-o",
-        "junit_logging=all",
-        "--madengine-manifest-out",
-        "m.json",
+        *EVERY_OUTPUT,
     )
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines([f"*login to {registry.host} as {registry.user} failed*"])
@@ -410,14 +408,7 @@ def test_push_finds_credentials_named_after_the_registry_host(
         "-rA",
         "--madengine-registry",
         f"{registry.host}/{namespace}",
-        "--madengine-perf-csv",
-        "p.csv",
-        "--junitxml",
-        "j.xml",
-        "-o",
-        "junit_logging=all",
-        "--madengine-manifest-out",
-        "m.json",
+        *EVERY_OUTPUT,
     )
     result.assert_outcomes(passed=1)
     reference = json.loads((pytester.path / "m.json").read_text())["built_models"]["m[gfx942]"]["registry_image"]

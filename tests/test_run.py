@@ -14,7 +14,7 @@ from docker.types import Mount
 from zoo import (
     BASE_IMAGE,
     EngineEvents,
-    TcpRelay,
+    EngineRelay,
     Zoo,
     forget_run_id,
     labelled_containers,
@@ -296,7 +296,7 @@ def test_a_remote_engine_gets_the_shared_scripts_copied_in(
     """DOCKER_HOST=tcp://: the engine may be another machine, so nothing is mounted from ours (a relay
     to the local engine stands in for it)."""
     before = workspace_zoo(zoo)
-    relay = TcpRelay()
+    relay = EngineRelay.tcp()
     try:
         monkeypatch.setenv("DOCKER_HOST", relay.docker_host)
         result = run(pytester, "-rA")

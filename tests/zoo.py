@@ -231,17 +231,43 @@ def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
 
 
-class TcpRelay:
-    """tcp://127.0.0.1:<port> relayed to this machine's engine socket: a DOCKER_HOST that the plugin must
-    treat as remote (another machine's filesystem), though the engine behind it is the local one."""
+def engine_socket() -> str:
+    """The local engine's unix socket path (DOCKER_HOST's when it names one)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock"
 
-    def __init__(self, target: str = "") -> None:
-        host = os.environ.get("DOCKER_HOST", "")
-        self.target = target or (host.removeprefix("unix://") if host.startswith("unix://") else "/var/run/docker.sock")
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.docker_host = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+
+class EngineRelay:
+    """A relay from a socket of ours to the engine's unix socket. It notes the first line of each
+    chunk sent to the engine (so a test can wait for a request), and `close` pulls the plug: the
+    listener and every relayed connection go, and a connection racing it never reaches the engine."""
+
+    def __init__(self, server: socket.socket, target: str = "") -> None:
+        self.server = server
+        self.target = target or engine_socket()
         self.conns: list[socket.socket] = []
+        self.requests: list[bytes] = []
+        self.lock = threading.Lock()
+        self.dead = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    @classmethod
+    def tcp(cls) -> EngineRelay:
+        """tcp://127.0.0.1:<port>: a DOCKER_HOST the plugin must treat as remote (another machine's
+        filesystem), though the engine behind it is the local one. Its address: `docker_host`."""
+        return cls(socket.create_server(("127.0.0.1", 0)))
+
+    @classmethod
+    def unix(cls, path: Path, target: str = "") -> EngineRelay:
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path))
+        server.listen(64)
+        return cls(server, target)
+
+    @property
+    def docker_host(self) -> str:
+        address = self.server.getsockname()
+        return f"tcp://127.0.0.1:{address[1]}" if isinstance(address, tuple) else f"unix://{address}"
 
     def _accept(self) -> None:
         while True:
@@ -249,16 +275,21 @@ class TcpRelay:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.target)
-            self.conns += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+            with self.lock:
+                if self.dead:
+                    client.close()
+                    return
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(self.target)
+                self.conns += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, outbound: bool) -> None:
         try:
             while data := a.recv(65536):
+                if outbound:
+                    self.requests.append(data.split(b"\r\n", 1)[0])
                 b.sendall(data)
         except OSError:
             pass
@@ -267,10 +298,17 @@ class TcpRelay:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
 
+    def saw(self, fragment: bytes) -> bool:
+        return any(fragment in line for line in list(self.requests))
+
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.server.shutdown(socket.SHUT_RDWR)
-        self.server.close()
-        for conn in self.conns:
+        with self.lock:
+            self.dead = True
+            # shutdown wakes a thread blocked in accept(); close alone would leave it accepting
             with contextlib.suppress(OSError):
-                conn.close()
+                self.server.shutdown(socket.SHUT_RDWR)
+            self.server.close()
+            for conn in self.conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                    conn.close()
