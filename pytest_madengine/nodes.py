@@ -204,7 +204,7 @@ class ModelItem(pytest.Function):
         arch: str,
         dockerfile: Dockerfile | None,
         skip_reason: str,
-        marks: Sequence[pytest.MarkDecorator] | None = None,
+        marks: Sequence[pytest.MarkDecorator],
         **kwargs: Any,
     ) -> None:
         # A CallSpec makes this a parametrized item (`name[arch]`) for pytest's structured node ids,
@@ -217,8 +217,6 @@ class ModelItem(pytest.Function):
         self.dockerfile = dockerfile
         self.skip_reason = skip_reason
         self.madengine_rows: list[dict[str, str]] = []
-        if marks is None:
-            marks = _model_marks(spec, self.config.stash[RUNTIME_KEY].settings)
         for mark in marks:
             self.add_marker(mark)
 
