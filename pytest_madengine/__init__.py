@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .lease import Lease
-from .models import ModelSpec, load_models
-from .results import Result, parse_performance
+from .gpus.lease import Lease
+from .report.results import Result, parse_performance
+from .zoo.models import ModelSpec, load_models
 
 __all__ = ["Lease", "ModelSpec", "Result", "load_models", "parse_performance"]
 __version__ = "0.1.0"

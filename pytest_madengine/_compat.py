@@ -3,9 +3,6 @@ own parametrized items. Tested on the oldest (8.4, `tox -e pytest84`) and newest
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-import pytest
 from _pytest._code.code import TerminalRepr
 from _pytest.fixtures import FuncFixtureInfo
 
@@ -14,15 +11,10 @@ try:  # pytest >= 9.2
 except ImportError:  # pytest 8.4 - 9.1
     from _pytest.python import CallSpec2 as CallSpec  # type: ignore[attr-defined,no-redef,unused-ignore]
 
-__all__ = ["FuncFixtureInfo", "TerminalRepr", "item_callspec", "skip_at_item_location"]
+__all__ = ["FuncFixtureInfo", "TerminalRepr", "item_callspec"]
 
 
 def item_callspec(param_id: str) -> CallSpec:
     """A parametrization of one id, so that `name[id]` is a structured node id (`--lf` compares those;
     a bare name with brackets would never match a stored id)."""
     return CallSpec(_idlist=(param_id,))
-
-
-def skip_at_item_location(reason: str) -> NoReturn:
-    """Skip reported at the item's location (models.json), not at this plugin's source line."""
-    raise pytest.skip.Exception(reason, _use_item_location=True)

@@ -1,172 +1,151 @@
-"""The fixtures every model item uses: its image, its GPU lease, and its started container."""
+"""The fixtures every model item uses: its image, its GPU lease, and its started model."""
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Generator
+from dataclasses import replace
 
 import docker.errors
 import pytest
 
-from .archs import vendor_of
-from .container import StartedContainer, keep_for_inspection, remove_container, start_model
-from .execute import container_options, step_files
-from .images import BuiltImage
-from .lease import Lease
-from .manifest import BuildRecord, ManifestError
-from .nodes import BUILD_RECORD_KEY, CALL_FAILED_KEY, RELEASE_GPUS_KEY, ModelItem, skip_item
-from .registry import find_credentials, login, registry_host
-from .registry import pull as pull_image
-from .registry import push as push_image
+from .engine.build_args import build_request
+from .engine.executor import RunHandle
+from .engine.images import BuiltImage
+from .engine.prepare import RunIdentity, model_environment, prepare_run
+from .engine.registry import find_credentials, login, registry_host
+from .engine.registry import pull as pull_image
+from .engine.registry import push as push_image
+from .gpus.lease import Lease
+from .record import ItemRecord
+from .report.manifest import ManifestError
 from .runtime import RUNTIME_KEY, Runtime
+from .zoo.archs import vendor_of
 
 
-def _model_item(request: pytest.FixtureRequest, fixture: str) -> ModelItem:
-    item = request.node
-    if not isinstance(item, ModelItem):
+def _record(request: pytest.FixtureRequest, fixture: str) -> ItemRecord:
+    record = getattr(request.node, "record", None)
+    if not isinstance(record, ItemRecord):
         raise pytest.UsageError(f"{fixture} is for models.json items")
-    return item
+    return record
 
 
 @pytest.fixture
 def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
     """The item's image: built at most once per session for all items and workers that share it
     (and pushed once with --madengine-registry), or taken from --madengine-manifest."""
-    item = _model_item(request, "madengine_image")
+    record = _record(request, "madengine_image")
     runtime: Runtime = request.config.stash[RUNTIME_KEY]
     if runtime.settings.manifest is not None:
-        image = image_from_manifest(runtime, item)
-    else:
-        image = runtime.builder().get(item.build_request(runtime.settings))
-        published = runtime.registry()
-        if published is not None:
-            registry, credentials = published
-            client = runtime.client()
+        record.image = image_from_manifest(runtime, request.node.name, record)
+        return record.image
+    assert record.dockerfile is not None  # an item without one is skipped at collection
+    hook_args = request.node.ihook.pytest_madengine_build_args(spec=record.spec, arch=record.arch)
+    wanted = build_request(record.spec, record.arch, record.dockerfile, runtime.settings.build_arg_sources(), hook_args)
+    image = runtime.builder().get(wanted)
+    published = runtime.registry()
+    if published is not None:
+        registry, credentials = published
+        client = runtime.client()
 
-            def push(tag: str) -> str:
-                login(client, registry, credentials)
-                return push_image(client, tag, registry, credentials)
+        def push(tag: str) -> str:
+            login(client, registry, credentials)
+            return push_image(client, tag, registry, credentials)
 
-            image = runtime.builder().publish_once(image, push)
-    item.stash[BUILD_RECORD_KEY] = BuildRecord(
-        item=item.name,
-        model=item.spec.name,
-        docker_image=image.tag,
-        dockerfile=str(item.dockerfile.path.relative_to(item.spec.root)) if item.dockerfile else "",
-        base_docker=image.base_docker,
-        docker_sha=image.docker_sha,
-        build_duration=image.build_duration,
-        gpu_architecture=item.arch,
-        registry_image=image.registry_image,
-    )
+        image = runtime.builder().publish_once(image, push)
+    record.image = image
     return image
 
 
-def image_from_manifest(runtime: Runtime, item: ModelItem) -> BuiltImage:
+def image_from_manifest(runtime: Runtime, item_name: str, record: ItemRecord) -> BuiltImage:
     """The manifest's image for this item, pulled from its registry_image when not here."""
-    record = runtime.manifest().get(item.name)
-    if record is None:
+    model = record.spec.name
+    found = runtime.manifest().get(item_name)
+    if found is None:
         raise ManifestError(
-            f"model {item.spec.name} ({item.name}) is not in the manifest {runtime.settings.manifest}: "
+            f"model {model} ({item_name}) is not in the manifest {runtime.settings.manifest}: "
             "build it there first (--madengine-build-only --madengine-manifest-out)"
         )
     client = runtime.client()
     try:
-        local = client.images.get(record.docker_image)
+        local = client.images.get(found.docker_image)
     except docker.errors.ImageNotFound:
-        if not record.registry_image:
+        if not found.registry_image:
             raise ManifestError(
-                f"model {item.spec.name}: image {record.docker_image} is not here and the manifest has no "
+                f"model {model}: image {found.docker_image} is not here and the manifest has no "
                 "registry_image to pull it from"
             ) from None
         credentials = find_credentials(
-            registry_host(record.registry_image), credential_file=runtime.settings.credential_file
+            registry_host(found.registry_image), credential_file=runtime.settings.credential_file
         )
-        pull_image(client, record.registry_image, record.docker_image, credentials)
-        local = client.images.get(record.docker_image)
+        pull_image(client, found.registry_image, found.docker_image, credentials)
+        local = client.images.get(found.docker_image)
     return BuiltImage(
-        tag=record.docker_image,
+        tag=found.docker_image,
         image_id=local.id or "",
         build_duration=0.0,
         reused=True,
         log_path="",
-        base_docker=record.base_docker,
-        docker_sha=record.docker_sha,
-        registry_image=record.registry_image,
+        base_docker=found.base_docker,
+        docker_sha=found.docker_sha,
+        registry_image=found.registry_image,
     )
 
 
 @pytest.fixture
 def madengine_gpus(request: pytest.FixtureRequest) -> Generator[Lease, None, None]:
     """The GPUs this item holds while it runs, exclusive across all workers of the session."""
-    item = _model_item(request, "madengine_gpus")
+    record = _record(request, "madengine_gpus")
     runtime: Runtime = request.config.stash[RUNTIME_KEY]
     pool = runtime.pool
     if runtime.settings.build_only:
         yield pool.lease((), None)  # nothing runs: no GPU is held
         return
-    wanted = pool.size if item.spec.n_gpus == -1 else item.spec.n_gpus
-    if wanted > pool.size:
-        skip_item(f"needs {wanted} GPU{'s' if wanted != 1 else ''}, the pool has {pool.size}")
-    vendor = vendor_of(item.arch)
+    wanted = pool.size if record.spec.n_gpus == -1 else record.spec.n_gpus
+    vendor = vendor_of(record.arch)
     if wanted == 0:
-        yield pool.lease((), vendor)
+        record.lease = pool.lease((), vendor)
+        yield record.lease
         return
-    allocator = runtime.allocator()
-    grant = allocator.acquire(wanted, holder=item.nodeid)
-    item.stash[RELEASE_GPUS_KEY] = lambda: allocator.release(grant, holder=item.nodeid)
+    allocator, holder = runtime.allocator(), request.node.nodeid
+    grant = allocator.acquire(wanted, holder=holder)
     try:
-        yield pool.lease(grant.ids, vendor)
+        record.lease = replace(pool.lease(grant.ids, vendor), release=lambda: allocator.release(grant, holder=holder))
+        yield record.lease
     finally:
-        allocator.release(grant, holder=item.nodeid)
+        allocator.release(grant, holder=holder)
 
 
 @pytest.fixture
 def madengine_container(
     request: pytest.FixtureRequest, madengine_image: BuiltImage, madengine_gpus: Lease
-) -> Generator[StartedContainer | None, None, None]:
-    """The model's container, started last in setup (so Docker refusing it is an error, not a
-    failure) and removed when the test ends, whatever way it ends."""
-    item = _model_item(request, "madengine_container")
+) -> Generator[RunHandle | None, None, None]:
+    """The started model (its container, with the local engine), started last in setup (so a refusal
+    is an error, not a failure) and removed when the test ends, whatever way it ends."""
+    record = _record(request, "madengine_container")
     runtime: Runtime = request.config.stash[RUNTIME_KEY]
     if runtime.settings.build_only:
         yield None
         return
-    options = container_options(
-        item.spec,
-        item.arch,
-        madengine_image.tag,
-        madengine_gpus,
-        runtime.run_id,
-        runtime.worker_id,
-        item.nodeid,
-        session_pid=runtime.session_pid,
-        context=runtime.settings.context,
-        secrets=runtime.settings.secrets,
+    item, spec, context = request.node, record.spec, runtime.settings.context
+    who = RunIdentity(runtime.run_id, runtime.worker_id, item.nodeid, runtime.session_pid)
+    environment = model_environment(spec, record.arch, madengine_gpus, context, runtime.settings.secrets)
+    prepared = replace(
+        prepare_run(spec, madengine_image.tag, madengine_gpus, environment, who, context),
+        customize=lambda options: item.ihook.pytest_madengine_container_options(item=item, spec=spec, options=options),
     )
-    item.ihook.pytest_madengine_container_options(item=item, spec=item.spec, options=options)
-    extra = step_files(item.spec, runtime.settings.context)
-    docker_host = os.environ.get("DOCKER_HOST")
-    started = start_model(
-        runtime.client(), options, item.spec, extra, docker_host, runtime.escaping_links, runtime.security_options
-    )
+    executor = runtime.executor()
+    record.handle = handle = executor.start(prepared)
     try:
-        yield started
+        yield handle
     finally:
         keep = runtime.settings.keep_containers
-        if keep == "always" or (keep == "on-failure" and item.stash.get(CALL_FAILED_KEY, False)):
-            keeper, image = keep_for_inspection(
-                runtime.client(), started, runtime.run_id, runtime.settings.secrets.keys()
-            )
-            image_id = image.removeprefix("sha256:")[:12]
+        kept = executor.finish(handle, keep == "always" or (keep == "on-failure" and record.call_failed))
+        if kept is not None:
             warnings.warn(
                 pytest.PytestWarning(
-                    f"kept the container of {item.nodeid} for inspection: docker exec -it {keeper[:12]} bash "
-                    f"(afterwards: docker rm -f {keeper[:12]} && docker rmi {image_id}; its GPUs went back "
-                    "to the pool, so another test may be using them)"
+                    f"kept the container of {item.nodeid} for inspection: {kept.enter} "
+                    f"(afterwards: {kept.remove}; its GPUs went back to the pool, so another test may be using them)"
                 ),
                 stacklevel=1,
             )
-        else:
-            remove_container(started.container)

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .models import ModelSpec
-    from .results import Result
+    from .report.results import Result
+    from .zoo.models import ModelSpec
 
 hookspec = pytest.hookspec
 

@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from . import hookspecs
-from .baseline import BaselineError
-from .cleanup import install_sigterm_as_interrupt, orphan_report, remove_run_containers, restore_sigterm
+from .engine.cleanup import install_sigterm_as_interrupt, orphan_report, restore_sigterm
+from .engine.client import DockerUnavailable
+from .errors import MadengineError
 from .fixtures import madengine_container, madengine_gpus, madengine_image
-from .gpu_detect import Detection, detect_gpus
-from .nodes import CALL_FAILED_KEY, ModelItem, ModelsFile
-from .perfcsv import PerfCsvError, check_writable
-from .reporting import ManifestWriter, PerfCsvWriter, ResultsCollector, attach, build_record_of, rows_for_report
-from .runtime import RUNTIME_KEY, DockerUnavailable, Runtime, pool_of
-from .settings import addoption, read_settings
-from .tag_selection import TagError, parse_selectors, select
+from .gpus.detect import Detection, detect_gpus
+from .nodes import ModelItem, ModelsFile
+from .report.baseline import BaselineError
+from .report.perfcsv import PerfCsvError, check_writable
+from .reporting import ManifestWriter, PerfCsvWriter, ResultsCollector, conclude
+from .runtime import RUNTIME_KEY, Runtime, pool_of
+from .settings import Settings, addoption, read_settings
+from .zoo.tags import TagError, parse_selectors, select
 
 __all__ = ["madengine_container", "madengine_gpus", "madengine_image"]  # fixtures, found by pytest here
 
 DETECTION_KEY = pytest.StashKey[Detection]()
+SETTINGS_KEY = pytest.StashKey[Settings]()
 SIGTERM_KEY = pytest.StashKey[Any]()
 
 
@@ -43,6 +45,13 @@ def _runs_tests(config: pytest.Config) -> bool:
     return not (config.getoption("collectonly") or config.getoption("setuponly") or config.getoption("setupplan"))
 
 
+def _settings(config: pytest.Config) -> Settings:
+    """The options, read once per process (`-n auto` asks before pytest_configure)."""
+    if SETTINGS_KEY not in config.stash:
+        config.stash[SETTINGS_KEY] = read_settings(config)
+    return config.stash[SETTINGS_KEY]
+
+
 def _detection(config: pytest.Config) -> Detection:
     """Probe the host once per session, on the controller; workers get the result."""
     if DETECTION_KEY not in config.stash:
@@ -53,14 +62,14 @@ def _detection(config: pytest.Config) -> Detection:
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: one worker per GPU in the pool, and at least one."""
-    return max(1, pool_of(_detection(config), read_settings(config)).size)
+    return max(1, pool_of(_detection(config), _settings(config)).size)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "madengine: an item made from a models.json entry")
     config.addinivalue_line("markers", "timeout(seconds): the model's limit (read by pytest-timeout when loaded)")
     workerinput = getattr(config, "workerinput", None)
-    runtime = Runtime.create(read_settings(config), workerinput, None if workerinput else _detection(config))
+    runtime = Runtime.create(_settings(config), workerinput, None if workerinput else _detection(config))
     config.stash[RUNTIME_KEY] = runtime
     config.stash[SIGTERM_KEY] = install_sigterm_as_interrupt()
     if workerinput:
@@ -132,7 +141,8 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     if error is None:
         return
     worker = str(node.workerinput.get("workerid", ""))
-    removed = remove_run_containers(node.config.stash[RUNTIME_KEY], worker=worker)
+    runtime: Runtime = node.config.stash[RUNTIME_KEY]
+    removed = runtime.executor().remove_run(runtime.run_id, worker=worker)
     if removed:
         node.config.issue_config_time_warning(
             pytest.PytestWarning(f"removed {removed} container(s) left by crashed worker {worker}"), stacklevel=2
@@ -165,7 +175,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if runtime is None:
         return
     if not _is_worker(config) and _runs_tests(config) and runtime.used_docker():
-        remove_run_containers(runtime)  # whatever an interrupted or killed worker left behind
+        runtime.executor().remove_run(runtime.run_id)  # whatever an interrupted or killed worker left behind
     runtime.close()
 
 
@@ -189,7 +199,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         deselected = [m for m in models if m.spec.name not in chosen]
         for model in models:
             if chosen.get(model.spec.name):
-                model.spec = replace(model.spec, args=model.spec.args + chosen[model.spec.name])
+                model.select_args(chosen[model.spec.name])
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             dropped = {id(item) for item in deselected}
@@ -226,7 +236,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     runtime: Runtime = config.stash[RUNTIME_KEY]
     if not _is_worker(config) and (_runs_tests(config) or runtime.settings.reap):
-        config.stash[ORPHANS_KEY] = orphan_report(runtime)
+        config.stash[ORPHANS_KEY] = orphan_report(runtime.client, runtime.run_id, runtime.settings.reap)
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
@@ -245,18 +255,14 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """Attach the item's perf.csv rows to its report, so they reach the controller under xdist."""
+    """The item's record onto its concluding report (so it reaches the controller under xdist), and
+    errors about the model or the engine shown as their message, not a traceback of plugin code."""
     report = yield
-    if not isinstance(item, ModelItem) or call.when == "teardown" or not _runs_tests(item.config):
+    if not isinstance(item, ModelItem):
         return report
-    if call.when == "setup" and report.passed:
-        build = build_record_of(item)
-        if build is not None:
-            report.madengine_build = build  # type: ignore[attr-defined]
-    if call.when == "call":
-        item.stash[CALL_FAILED_KEY] = report.failed
-    if call.when == "call" or report.skipped or report.failed:
-        rows = rows_for_report(item, report, call)
-        if rows:
-            attach(item, report, rows)
+    exc = call.excinfo.value if call.excinfo else None
+    if report.failed and isinstance(exc, MadengineError):
+        report.longrepr = exc.describe()
+    if _runs_tests(item.config):
+        conclude(item, item.record, report, call)
     return report

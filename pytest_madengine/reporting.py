@@ -1,24 +1,28 @@
-"""Results into reports: rows ride on each test report to the process that writes perf.csv."""
+"""Each item's record into its concluding report, and the writers that read it there.
+
+Under xdist the reports cross to the controller as JSON: the record travels as an `ItemReport`,
+attached once, to the report that concludes the item (the call, or a setup that failed or skipped).
+"""
 
 from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .errors import MadengineError
-from .images import BuiltImage
-from .manifest import BuildRecord, write_manifest
-from .nodes import BUILD_RECORD_KEY, ModelItem
-from .perfcsv import PerfCsvError, append_rows
-from .results import FAILURE, SKIPPED, Result
-from .rows import RowFacts, junit_properties, perf_row
+from .record import ItemRecord
+from .report.manifest import BuildRecord, write_manifest
+from .report.perfcsv import PerfCsvError, append_rows
+from .report.results import FAILURE, SKIPPED, Result
+from .report.rows import ItemReport, ResultRow, RowFacts, junit_properties, perf_row
+from .report.summary import Results, html_document, json_document, markdown_table, terminal_table, write_json
 from .runtime import Runtime
-from .summary import Results, html_document, json_document, markdown_table, terminal_table, write_json
+
+ATTRIBUTE = "madengine"  # the report attribute that carries the ItemReport
 
 
 def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
@@ -35,33 +39,41 @@ def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
     return f"{type(exc).__name__}: {exc}" if exc else "error"
 
 
-def rows_for_report(item: ModelItem, report: pytest.TestReport, call: pytest.CallInfo[None]) -> list[dict[str, str]]:
-    """The item's rows once it has an outcome: its results, or one SKIPPED/FAILURE row with a reason."""
-    rows = item.madengine_rows
-    if not rows and (report.skipped or report.failed):
+def conclude(item: pytest.Item, record: ItemRecord, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
+    """Attach the record to the report that concludes the item, once; and write its JUnit properties
+    where junitxml reads them (pytest copies item.user_properties onto the teardown report)."""
+    if call.when == "teardown":
+        return
+    if call.when == "call":
+        status = "" if report.passed else FAILURE  # a passed call without a run: built only, no rows
+    elif report.skipped or report.failed:
         status = SKIPPED if report.skipped else FAILURE
-        image = item.funcargs.get("madengine_image") if hasattr(item, "funcargs") else None
-        facts = item.row_facts(image if isinstance(image, BuiltImage) else None, 0)
-        rows = [perf_row(Result(item.spec.name, "", "", status, _reason_of(report, call)), facts)]
-    item.madengine_rows = []
-    return rows
+    else:
+        return
+    found = record.report(item.name, status, _reason_of(report, call), with_build=call.when == "call")
+    setattr(report, ATTRIBUTE, found.to_json())
+    item.user_properties.extend(junit_properties([r.row for r in found.rows]))
 
 
-def attach(item: ModelItem, report: pytest.TestReport, rows: list[dict[str, str]]) -> None:
-    """Rows travel on the report (xdist serialises its attributes); properties go to JUnit."""
-    report.madengine_rows = rows  # type: ignore[attr-defined]
-    item.user_properties.extend(junit_properties(rows))
+def item_report(report: pytest.TestReport) -> ItemReport | None:
+    """The ItemReport a report carries; for a worker that crashed, one FAILURE row made from its node id."""
+    data = getattr(report, ATTRIBUTE, None)
+    if data:
+        return ItemReport.from_json(data)
+    crashed = crashed_worker_rows(report)
+    return ItemReport(crashed) if crashed else None
 
 
-def crashed_worker_rows(report: pytest.TestReport) -> list[dict[str, str]]:
-    """xdist reports a crashed worker's item with when='???' and nothing of ours: keep a row anyway."""
+def crashed_worker_rows(report: pytest.TestReport) -> tuple[ResultRow, ...]:
+    """xdist reports a crashed worker's item with when='???' and nothing of ours: keep a row anyway
+    (the item lived on the worker, so its node id is all there is to go on)."""
     path, _, rest = report.nodeid.partition("::")
     if str(report.when) != "???" or not report.failed or not path.endswith("models.json") or "[" not in rest:
-        return []
+        return ()
     name, _, params = rest.partition("[")
     arch = params.rstrip("]").split("-", 1)[0]
     facts = RowFacts(n_gpus=0, training_precision="", args="", tags=(), docker_file="", gpu_architecture=arch)
-    return [perf_row(Result(name, "", "", FAILURE, "worker crashed"), facts)]
+    return (ResultRow(perf_row(Result(name, "", "", FAILURE, "worker crashed"), facts)),)
 
 
 class PerfCsvWriter:
@@ -72,35 +84,13 @@ class PerfCsvWriter:
         self.path = path
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        rows = getattr(report, "madengine_rows", None) or crashed_worker_rows(report)
-        if not rows:
+        found = item_report(report)
+        if found is None or not found.rows:
             return
         try:
-            append_rows(self.path, rows)
+            append_rows(self.path, [r.row for r in found.rows])
         except (OSError, PerfCsvError) as exc:
             warnings.warn(f"pytest-madengine: could not write perf.csv rows for {report.nodeid}: {exc}", stacklevel=1)
-
-
-def build_record_of(item: ModelItem) -> dict[str, object] | None:
-    """What the manifest needs of an item whose image is ready, plus its models.json entry."""
-    record = item.stash.get(BUILD_RECORD_KEY, None)
-    if record is None:
-        return None
-    spec = item.spec
-    entry = {
-        "name": spec.name,
-        "dockerfile": spec.dockerfile,
-        "scripts": spec.scripts,
-        "args": spec.args,
-        "n_gpus": str(spec.n_gpus),
-        "tags": list(spec.tags),
-        "timeout": spec.timeout,
-        "multiple_results": spec.multiple_results,
-        "skip_gpu_arch": ",".join(spec.skip_gpu_arch),
-        "training_precision": spec.training_precision,
-        **dict(spec.extra),
-    }
-    return {"record": asdict(record), "model": entry}
 
 
 class ManifestWriter:
@@ -112,7 +102,8 @@ class ManifestWriter:
         self.models: dict[str, dict[str, object]] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        data = getattr(report, "madengine_build", None)
+        found = item_report(report)
+        data = found.build if found is not None else None
         if not data:
             return
         record = BuildRecord(**data["record"])
@@ -131,12 +122,12 @@ class ResultsCollector:
         self.results = Results()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        rows = getattr(report, "madengine_rows", None) or crashed_worker_rows(report)
-        if rows:
+        found = item_report(report)
+        if found is not None and found.rows:
             tail = "\n".join(report.longreprtext.splitlines()[-60:]) if report.failed else ""
-            self.results.add(rows, report.nodeid, tail)
-            for row in rows:
-                self._result_hooks(report, row)
+            self.results.add(found.rows, report.nodeid, tail)
+            for row in found.rows:
+                self._result_hooks(report, row.row)
 
     def _result_hooks(self, report: pytest.TestReport, row: dict[str, str]) -> None:
         """Each implementation on its own: one that raises is a warning, and the others still run."""

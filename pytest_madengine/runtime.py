@@ -17,32 +17,20 @@ import docker.errors
 import pytest
 import requests.exceptions
 
-from .baseline import Baseline, load_baseline
-from .errors import MadengineError
-from .gpu_allocator import GpuAllocator
-from .gpu_detect import Detection, detect_gpus
-from .gpu_pool import Pool, PoolError, make_pool
-from .images import ImageBuilder
-from .manifest import BuildRecord, load_manifest
-from .registry import Credentials, Registry, find_credentials
+from .engine.client import Connection
+from .engine.executor import Executor
+from .engine.images import ImageBuilder
+from .engine.local import LocalDocker
+from .engine.registry import Credentials, Registry, find_credentials
+from .engine.workspace import escaping_links
+from .gpus.allocator import GpuAllocator
+from .gpus.detect import Detection, detect_gpus
+from .gpus.pool import Pool, PoolError, make_pool
+from .report.baseline import Baseline, load_baseline
+from .report.manifest import BuildRecord, load_manifest
 from .settings import Settings
-from .workspace import escaping_links
 
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
-
-
-class DockerUnavailable(MadengineError):
-    """The engine cannot be reached; one message for the session."""
-
-    perf_reason = "docker unavailable"
-
-
-def docker_help(exc: BaseException) -> str:
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock (DOCKER_HOST unset)"
-    return (
-        f"cannot reach the Docker daemon at {host}: {exc}. "
-        "Start it (e.g. `dockerd &` or `systemctl start docker`) or point DOCKER_HOST at a running engine."
-    )
 
 
 @dataclass
@@ -60,8 +48,8 @@ class Runtime:
     progress: Callable[[str], None] | None = None
     _manifest: dict[str, BuildRecord] | None = None
     _baselines: dict[tuple[str, str], Baseline] | None = None
-    _client: docker.DockerClient | None = None
-    _client_error: str | None = None
+    _connection: Connection = field(default_factory=Connection)
+    _executor: Executor | None = None
     _builder: ImageBuilder | None = None
     _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
     _security_options: list[str] | None = None
@@ -115,23 +103,24 @@ class Runtime:
         return self._allocator
 
     def client(self) -> docker.DockerClient:
-        """Connect once; a failure is remembered so every item reports the same one line."""
-        if self._client is not None:
-            return self._client
-        if self._client_error is not None:
-            raise DockerUnavailable(self._client_error)
-        try:
-            client = docker.from_env(timeout=120)
-            client.ping()
-        except (docker.errors.DockerException, OSError) as exc:
-            self._client_error = docker_help(exc)
-            raise DockerUnavailable(self._client_error) from None
-        self._client = client
-        return client
+        """The Docker client, connected once; a failure is remembered, so every item reports one line."""
+        return self._connection()
+
+    def executor(self) -> Executor:
+        """Where models run: the local Docker engine (through DOCKER_HOST)."""
+        if self._executor is None:
+            self._executor = LocalDocker(
+                self._connection,
+                os.environ.get("DOCKER_HOST"),
+                self.escaping_links,
+                self.security_options,
+                self.settings.secrets.keys(),
+            )
+        return self._executor
 
     def used_docker(self) -> bool:
         """Whether any process of this run talked to Docker (workers leave their build state here)."""
-        return self._client is not None or (self.shared_dir / "builds").exists()
+        return self._connection.connected or (self.shared_dir / "builds").exists()
 
     def builder(self) -> ImageBuilder:
         if self._builder is None:
@@ -184,8 +173,7 @@ class Runtime:
         return registry, find_credentials(registry.host, credential_file=self.settings.credential_file)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        self._connection.close()
         if self.owns_shared_dir:
             shutil.rmtree(self.shared_dir, ignore_errors=True)
 

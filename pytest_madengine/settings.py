@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from .archs import ArchError, parse_arch_list
-from .context import ContextError, RunContext, build_context
+from .engine.build_args import BuildArgSources
+from .zoo.archs import ArchError, parse_arch_list
+from .zoo.context import ContextError, RunContext, build_context
 
 DEFAULT_TIMEOUT = 7200
 
@@ -236,6 +237,14 @@ class Settings:
     tags: tuple[str, ...] = ()
     reap: bool = False
 
+    def build_arg_sources(self) -> BuildArgSources:
+        return BuildArgSources(
+            context_args=self.context.docker_build_arg,
+            secrets=self.secrets,
+            credential_file=self.credential_file,
+            cli_args=self.build_args,
+        )
+
     def timeout_for(self, model_timeout: int) -> tuple[int, str]:
         """(seconds, where it came from): the option, then models.json, then the ini default."""
         if self.timeout_option is not None:
@@ -321,7 +330,7 @@ def _check_image_options(config: pytest.Config) -> None:
     """A bad registry or a contradictory manifest/build-only pair is a usage error before any build."""
     registry = config.getoption("madengine_registry")
     if registry:
-        from .registry import Registry
+        from .engine.registry import Registry
 
         try:
             Registry.parse(registry)
@@ -334,7 +343,7 @@ def _check_image_options(config: pytest.Config) -> None:
 def _max_regression(config: pytest.Config) -> float | None:
     if config.getoption("madengine_max_regression") is None:
         return None
-    from .baseline import parse_percent
+    from .zoo.models import parse_percent
 
     try:
         return parse_percent(config.getoption("madengine_max_regression"))

@@ -101,7 +101,8 @@ def test_each_item_carries_its_own_models_marks(pytester: pytest.Pytester, zoo: 
         ]
     )
     pytester.makeini("[pytest]\nmadengine_timeout = 60\n")
-    items, _ = pytester.inline_genitems("--madengine-arch", "gfx90a,gfx942")
+    # A pool of one GPU: every item can run, so none carries the skipif mark of an item that cannot.
+    items, _ = pytester.inline_genitems("--madengine-arch", "gfx90a,gfx942", "--madengine-gpus", "0")
     marks = {item.nodeid: [(m.name, m.args, m.kwargs) for m in item.iter_markers()] for item in items}
     expected = {
         "a": [("nlp", (), {}), ("perf", (), {}), ("timeout", (33,), {"func_only": True})],
@@ -112,7 +113,9 @@ def test_each_item_carries_its_own_models_marks(pytester: pytest.Pytester, zoo: 
         "f": [("nlp", (), {}), ("perf", (), {}), ("timeout", (60,), {"func_only": True})],
     }
     assert marks == {f"models.json::{name}[{arch}]": m for name, m in expected.items() for arch in ("gfx90a", "gfx942")}
-    items, _ = pytester.inline_genitems("--madengine-arch", "gfx942", "--madengine-timeout", "0")
+    items, _ = pytester.inline_genitems(
+        "--madengine-arch", "gfx942", "--madengine-timeout", "0", "--madengine-gpus", "0"
+    )
     assert {item.name: [m.name for m in item.iter_markers()] for item in items} == {
         "a[gfx942]": ["nlp", "perf"],
         "b[gfx942]": ["perf"],

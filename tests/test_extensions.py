@@ -9,9 +9,9 @@ import docker
 import pytest
 from zoo import EngineEvents, Zoo, labelled_containers, read_perf, run_id_of, wait_until
 
-from pytest_madengine.context import ContextError, build_context, parse_text
-from pytest_madengine.models import ModelSpec
-from pytest_madengine.tag_selection import TagError, parse_selectors, select
+from pytest_madengine.zoo.context import ContextError, build_context, parse_text
+from pytest_madengine.zoo.models import ModelSpec
+from pytest_madengine.zoo.tags import TagError, parse_selectors, select
 
 BASE = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "--madengine-perf-csv", "perf.csv")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from zoo import wait_until
 
-from pytest_madengine.gpu_detect import Detection, Gpu, detect_gpus
+from pytest_madengine.gpus.detect import Detection, Gpu, detect_gpus
 
 FAKEHOSTS = Path(__file__).parent / "fakehosts"
 PROBE_MARK = "MADENGINE_TEST_PROBE"  # in the env of every probe a test runs, inherited by its children

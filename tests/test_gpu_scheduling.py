@@ -20,8 +20,8 @@ import docker
 import pytest
 from zoo import EngineEvents, Zoo, labelled_containers, run_id_of, wait_until
 
-from pytest_madengine import gpu_allocator
-from pytest_madengine.gpu_allocator import GpuAllocator, Grant
+from pytest_madengine.gpus import allocator as gpu_allocator
+from pytest_madengine.gpus.allocator import GpuAllocator, Grant
 
 POOL = (0, 1, 2, 3)
 TURN_TIMEOUT = 30.0

@@ -11,16 +11,20 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 from zoo import Zoo, kill_session, labelled_containers, read_perf, remove_run, run_id_of, start_session, wait_until
 
-from pytest_madengine.execute import container_options
-from pytest_madengine.gpu_allocator import GpuAllocator, Grant, token_alive
-from pytest_madengine.gpu_detect import Detection, Gpu
-from pytest_madengine.gpu_pool import PoolError, make_pool, parse_gpu_ids
-from pytest_madengine.models import ModelSpec
+from pytest_madengine.engine.local import docker_options
+from pytest_madengine.engine.prepare import RunIdentity, model_environment, prepare_run
+from pytest_madengine.gpus.allocator import GpuAllocator, Grant, token_alive
+from pytest_madengine.gpus.detect import Detection, Gpu
+from pytest_madengine.gpus.lease import Lease
+from pytest_madengine.gpus.pool import PoolError, make_pool, parse_gpu_ids
+from pytest_madengine.zoo.context import RunContext
+from pytest_madengine.zoo.models import ModelSpec
 
 FAKEHOSTS = Path(__file__).parent / "fakehosts"
 
@@ -81,10 +85,17 @@ def spec() -> ModelSpec:
     return ModelSpec(name="m", source=Path("models.json"), lineno=0, root=Path("."), dockerfile="d", scripts="run.sh")
 
 
+def container_options(arch: str, lease: Lease) -> dict[str, Any]:
+    """The docker SDK's create arguments for a model on `arch` holding `lease`."""
+    model, context = spec(), RunContext()
+    environment = model_environment(model, arch, lease, context, {})
+    return docker_options(prepare_run(model, "img", lease, environment, RunIdentity("run", "gw0", "id"), context))
+
+
 def test_amd_lease_passes_kfd_and_the_leased_render_nodes() -> None:
     pool = make_pool(AMD, None)
     lease = pool.lease((1, 3), "AMD")
-    options = container_options(spec(), "gfx942", "img", lease, "run", "gw0", "id")
+    options = container_options("gfx942", lease)
     assert options["devices"] == [
         "/dev/kfd:/dev/kfd:rwm",
         "/dev/dri/renderD136:/dev/dri/renderD136:rwm",
@@ -98,18 +109,16 @@ def test_amd_lease_passes_kfd_and_the_leased_render_nodes() -> None:
 
 def test_nvidia_lease_requests_exactly_the_leased_ids() -> None:
     lease = make_pool(NVIDIA, None).lease((1,), "NVIDIA")
-    options = container_options(spec(), "sm_90", "img", lease, "run", "gw0", "id")
+    options = container_options("sm_90", lease)
     (request,) = options["device_requests"]
     assert request["DeviceIDs"] == ["1"] and request["Capabilities"] == [["gpu"]]
     assert "devices" not in options
 
 
 def test_no_devices_for_another_vendor_or_a_host_without_gpus() -> None:
-    assert "device_requests" not in container_options(
-        spec(), "gfx942", "img", make_pool(NVIDIA, None).lease((0,), "AMD"), "r", "w", "i"
-    )
+    assert "device_requests" not in container_options("gfx942", make_pool(NVIDIA, None).lease((0,), "AMD"))
     lease = make_pool(Detection((), ()), "0-3").lease((0, 1), "AMD")
-    options = container_options(spec(), "gfx942", "img", lease, "r", "w", "i")
+    options = container_options("gfx942", lease)
     assert "devices" not in options and options["environment"]["MAD_RUNTIME_NGPUS"] == "2"
 
 
@@ -118,7 +127,7 @@ def test_no_devices_for_another_vendor_or_a_host_without_gpus() -> None:
 WORKER = """
 import json, sys, time
 from pathlib import Path
-from pytest_madengine.gpu_allocator import GpuAllocator
+from pytest_madengine.gpus.allocator import GpuAllocator
 state, pool, log, counts, hold = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
 alloc = GpuAllocator(Path(state), tuple(int(i) for i in pool.split(",")), poll_interval=0.01)
 for n in [int(c) for c in counts.split(",")]:
@@ -171,7 +180,7 @@ def _process_state(pid: int) -> str:
 def test_a_killed_holder_gives_its_gpus_back(tmp_path: Path) -> None:
     script = tmp_path / "holder.py"
     script.write_text(
-        "import time\nfrom pathlib import Path\nfrom pytest_madengine.gpu_allocator import GpuAllocator\n"
+        "import time\nfrom pathlib import Path\nfrom pytest_madengine.gpus.allocator import GpuAllocator\n"
         f"a = GpuAllocator(Path({str(tmp_path)!r}), (0, 1))\n"
         "a.acquire(2)\nprint('held', flush=True)\ntime.sleep(600)\n"
     )
@@ -194,7 +203,7 @@ def test_a_killed_holder_gives_its_gpus_back(tmp_path: Path) -> None:
 
 
 def test_token_of_this_process_is_alive() -> None:
-    from pytest_madengine.gpu_allocator import process_token
+    from pytest_madengine.gpus.allocator import process_token
 
     assert token_alive(process_token())
     assert not token_alive("999999999:1")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madengine.models import ModelsFileError, load_models, models_root_of
+from pytest_madengine.zoo.models import ModelsFileError, load_models, models_root_of
 
 
 def write(root: Path, entries: object, rel: str = "models.json") -> Path:
@@ -183,8 +183,9 @@ def test_workspace_follows_symlinked_directories(tmp_path: Path) -> None:
     import io
     import tarfile
 
-    from pytest_madengine.container import workspace_archive
-    from pytest_madengine.models import ModelSpec
+    from pytest_madengine.engine.container import workspace_archive
+    from pytest_madengine.engine.executor import Workspace
+    from pytest_madengine.zoo.models import ModelSpec
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "table.csv").write_text("x\n")
@@ -195,7 +196,9 @@ def test_workspace_follows_symlinked_directories(tmp_path: Path) -> None:
     spec = ModelSpec(
         name="m", source=tmp_path / "models.json", lineno=0, root=tmp_path, dockerfile="d", scripts="scripts/m/run.sh"
     )
-    with tarfile.open(fileobj=io.BytesIO(workspace_archive(spec))) as tar:
+    with tarfile.open(
+        fileobj=io.BytesIO(workspace_archive(Workspace(spec.script_path.parent, spec.root / "scripts")))
+    ) as tar:
         names = set(tar.getnames())
     assert "myworkspace/run_directory/linked/table.csv" in names
     assert "myworkspace/scripts/m/linked/table.csv" in names

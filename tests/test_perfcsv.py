@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madengine.perfcsv import HEADER, PerfCsvError, append_rows, check_writable
+from pytest_madengine.report.perfcsv import HEADER, PerfCsvError, append_rows, check_writable
 
 MADENGINE_V2 = (
     "model,n_gpus,nnodes,gpus_per_node,training_precision,pipeline,args,tags,docker_file,base_docker,docker_sha,"

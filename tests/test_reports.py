@@ -14,8 +14,8 @@ import pandas
 import pytest
 from zoo import Zoo, read_perf
 
-from pytest_madengine.baseline import compare, load_baseline, lower_is_better
-from pytest_madengine.perfcsv import HEADER
+from pytest_madengine.report.baseline import compare, load_baseline, lower_is_better
+from pytest_madengine.report.perfcsv import HEADER
 
 BASE = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "--madengine-perf-csv", "perf.csv")
 SCHEMA = Path(__file__).parent.parent / "pytest_madengine" / "results.schema.json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_madengine.results import FAILURE, SUCCESS, ResultsError, parse_multiple_results, parse_performance
+from pytest_madengine.report.results import FAILURE, SUCCESS, ResultsError, parse_multiple_results, parse_performance
 
 
 @pytest.mark.parametrize(

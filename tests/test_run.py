@@ -23,10 +23,12 @@ from zoo import (
     wait_until,
 )
 
-from pytest_madengine import container
-from pytest_madengine.labels import RUN_LABEL
-from pytest_madengine.models import load_models
-from pytest_madengine.workspace import SCRIPTS_MOUNT
+from pytest_madengine.engine import local
+from pytest_madengine.engine.executor import Deadline, PreparedRun, Workspace
+from pytest_madengine.engine.labels import RUN_LABEL
+from pytest_madengine.engine.workspace import SCRIPTS_MOUNT
+from pytest_madengine.gpus.lease import Lease
+from pytest_madengine.zoo.models import load_models
 
 ARCH = ("--madengine-arch", "gfx942", "--madengine-gpus", "none")
 
@@ -360,16 +362,22 @@ def test_an_engine_that_cannot_see_the_zoo_gets_the_copy(
     zoo.script("m/run.sh")
     (spec,) = load_models(zoo.models([zoo.model("m")])).specs
     missing = Mount(SCRIPTS_MOUNT, f"/no-such-zoo-{uuid.uuid4().hex}/scripts", type="bind", read_only=True)
-    monkeypatch.setattr(container, "scripts_mount", lambda root: missing)
-    command = ["sh", "-c", "grep -c ' /myworkspace/scripts ' /proc/mounts; . ../scripts/common/lib.sh; echo $value"]
-    options = {"image": BASE_IMAGE, "command": command, "working_dir": "/myworkspace/run_directory"}
-    started = container.start_model(
-        docker_client, {**options, "labels": {RUN_LABEL: "fallback-test"}}, spec, None, None
+    monkeypatch.setattr(local, "scripts_mount", lambda root: missing)
+    command = ("sh", "-c", "grep -c ' /myworkspace/scripts ' /proc/mounts; . ../scripts/common/lib.sh; echo $value")
+    prepared = PreparedRun(
+        image=BASE_IMAGE,
+        command=command,
+        environment={},
+        gpus=Lease(()),
+        labels={RUN_LABEL: "fallback-test"},
+        workspace=Workspace(spec.script_path.parent, spec.root / "scripts"),
     )
+    executor = local.LocalDocker(lambda: docker_client, None)
+    started = executor.start(prepared)
     try:
-        outcome = container.wait_container(started, 60)
+        outcome = executor.wait(started, Deadline(60))
     finally:
-        container.remove_container(started.container)
+        executor.finish(started, keep=False)
     assert (outcome.exit_code, outcome.log.split()) == (0, ["0", "from_common"])
 
 

@@ -19,7 +19,7 @@ PYTEST=(python3 -m pytest -p pytest_madengine.plugin -p no:cacheprovider)
   echo "== detection"
   python3 - <<'PY'
 import json, time
-from pytest_madengine.gpu_detect import detect_gpus
+from pytest_madengine.gpus.detect import detect_gpus
 t = time.monotonic(); d = detect_gpus(); took = time.monotonic() - t
 print(json.dumps(d.to_dict())); print(d.header_line()); print(f"detection took {took:.2f} s")
 assert d.vendor == "NVIDIA" and d.gpus and d.gpus[0].arch.startswith("sm_"), "no NVIDIA GPU detected"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pytest_madengine.gpu_allocator import GpuAllocator, Grant, _signal_alive, process_token, token_alive
+from pytest_madengine.gpus.allocator import GpuAllocator, Grant, _signal_alive, process_token, token_alive
 
 ME = process_token()
 

@@ -8,15 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madengine.baseline import (
+from pytest_madengine.report.baseline import (
     Baseline,
     BaselineError,
+    Gate,
     compare,
-    gate_rows,
+    gate,
     load_baseline,
     lower_is_better,
     parse_percent,
 )
+from pytest_madengine.report.results import Result
+from pytest_madengine.report.rows import RowFacts, perf_row
 
 # -- the threshold ------------------------------------------------------------------------------------------------
 
@@ -181,8 +184,8 @@ def test_a_zero_baseline() -> None:
 # -- the gate --------------------------------------------------------------------------------------------------------
 
 
-def rows(*entries: tuple[str, str, str, str]) -> list[dict[str, str]]:
-    return [{"model": m, "performance": p, "metric": u, "status": s} for m, p, u, s in entries]
+def results(*entries: tuple[str, str, str, str]) -> tuple[Result, ...]:
+    return tuple(Result(m, p, u, s) for m, p, u, s in entries)
 
 
 BASE = {
@@ -193,82 +196,73 @@ BASE = {
 }
 
 
-def test_gate_fails_only_the_rows_worse_than_the_threshold() -> None:
-    table = rows(
+def regressions(gates: tuple[Gate, ...]) -> list[str]:
+    return [g.regression for g in gates if g.regression]
+
+
+def test_gate_fails_only_the_results_worse_than_the_threshold() -> None:
+    found = results(
         ("slow", "110.5", "ms", "SUCCESS"),
         ("rate", "94", "fps", "SUCCESS"),
         ("same", "100", "fps", "SUCCESS"),
     )
-    regressions = gate_rows(table, "gfx942", BASE, threshold=5.0)
-    assert regressions == [
+    gates = gate(found, "gfx942", BASE, threshold=5.0)
+    assert regressions(gates) == [
         "slow: baseline 100 ms, measured 110.5 ms, change +10.50% (lower is better), threshold 5%",
         "rate: baseline 100 fps, measured 94 fps, change -6.00% (higher is better), threshold 5%",
     ]
-    assert [(r["status"], r.get("reason")) for r in table] == [
-        ("FAILURE", "regression"),
-        ("FAILURE", "regression"),
-        ("SUCCESS", None),
-    ]
-    assert [r["relative_change"] for r in table] == ["+10.50%", "-6.00%", "+0.00%"]
-    assert [r["baseline"] for r in table] == ["100", "100", "100"]
+    assert [g.relative_change for g in gates] == ["+10.50%", "-6.00%", "+0.00%"]
+    assert [g.baseline for g in gates] == ["100", "100", "100"]
+    assert found == results(  # the results themselves are left as they were
+        ("slow", "110.5", "ms", "SUCCESS"), ("rate", "94", "fps", "SUCCESS"), ("same", "100", "fps", "SUCCESS")
+    )
+
+
+def test_a_regressed_result_is_a_failure_row_with_its_change() -> None:
+    (judged,) = gate(results(("slow", "110.5", "ms", "SUCCESS")), "gfx942", BASE, threshold=5.0)
+    facts = RowFacts(n_gpus=1, training_precision="", args="", tags=(), docker_file="", gpu_architecture="gfx942")
+    row = perf_row(Result("slow", "110.5", "ms", "SUCCESS"), facts, judged)
+    assert (row["status"], row["reason"], row["relative_change"]) == ("FAILURE", "regression", "+10.50%")
+    passed = perf_row(Result("slow", "100", "ms", "SUCCESS"), facts, Gate("100", "+0.00%"))
+    assert (passed["status"], passed["reason"], passed["relative_change"]) == ("SUCCESS", "", "+0.00%")
 
 
 def test_a_change_exactly_at_the_threshold_passes() -> None:
-    table = rows(("slow", "105", "ms", "SUCCESS"))
-    assert gate_rows(table, "gfx942", BASE, threshold=5.0) == []
-    assert table[0]["status"] == "SUCCESS"
+    assert regressions(gate(results(("slow", "105", "ms", "SUCCESS")), "gfx942", BASE, threshold=5.0)) == []
 
 
-def test_without_a_threshold_rows_are_compared_but_never_failed() -> None:
-    table = rows(("slow", "1000", "ms", "SUCCESS"))
-    assert gate_rows(table, "gfx942", BASE, threshold=None) == []
-    assert (table[0]["status"], table[0]["relative_change"]) == ("SUCCESS", "+900.00%")
+def test_without_a_threshold_results_are_compared_but_never_failed() -> None:
+    (judged,) = gate(results(("slow", "1000", "ms", "SUCCESS")), "gfx942", BASE, threshold=None)
+    assert judged == Gate("100", "+900.00%", "")
 
 
-def test_the_baseline_of_the_rows_arch_is_used() -> None:
-    table = rows(("slow", "1.5", "ms", "SUCCESS"))
-    assert gate_rows(table, "gfx90a", BASE, threshold=10.0) == [
+def test_the_baseline_of_the_results_arch_is_used() -> None:
+    assert regressions(gate(results(("slow", "1.5", "ms", "SUCCESS")), "gfx90a", BASE, threshold=10.0)) == [
         "slow: baseline 1 ms, measured 1.5 ms, change +50.00% (lower is better), threshold 10%"
     ]
 
 
 def test_declared_direction_overrides_the_metric() -> None:
-    table = rows(("slow", "90", "ms", "SUCCESS"))  # ms went down, but models.json says higher is better
-    assert len(gate_rows(table, "gfx942", BASE, threshold=5.0, higher_is_better=True)) == 1
-    assert table[0]["status"] == "FAILURE"
+    found = results(("slow", "90", "ms", "SUCCESS"))  # ms went down, but models.json says higher is better
+    assert len(regressions(gate(found, "gfx942", BASE, threshold=5.0, higher_is_better=True))) == 1
 
 
-def test_rows_without_baseline_or_number_or_success_are_left_alone() -> None:
-    table = rows(
+def test_results_without_baseline_or_number_or_success_are_not_gated() -> None:
+    found = results(
         ("rate", "1", "fps", "FAILURE"),
         ("new", "1", "ms", "SUCCESS"),
         ("slow", "oops", "ms", "SUCCESS"),
         ("same", "100", "fps", "SUCCESS"),
     )
-    assert gate_rows(table, "gfx942", BASE, threshold=0.0) == []
-    assert table == [
-        {"model": "rate", "performance": "1", "metric": "fps", "status": "FAILURE"},
-        {"model": "new", "performance": "1", "metric": "ms", "status": "SUCCESS", "baseline": "no baseline"},
-        {
-            "model": "slow",
-            "performance": "oops",
-            "metric": "ms",
-            "status": "SUCCESS",
-            "baseline": "performance is not a number",
-        },
-        {
-            "model": "same",
-            "performance": "100",
-            "metric": "fps",
-            "status": "SUCCESS",
-            "relative_change": "+0.00%",
-            "baseline": "100",
-        },
-    ]
+    assert gate(found, "gfx942", BASE, threshold=0.0) == (
+        Gate(),
+        Gate("no baseline"),
+        Gate("performance is not a number"),
+        Gate("100", "+0.00%"),
+    )
 
 
-def test_a_row_without_metric_is_higher_is_better() -> None:
-    table = [{"model": "rate", "performance": "50", "status": "SUCCESS"}]
-    assert gate_rows(table, "gfx942", BASE, threshold=10.0) == [
+def test_a_result_without_metric_is_higher_is_better() -> None:
+    assert regressions(gate(results(("rate", "50", "", "SUCCESS")), "gfx942", BASE, threshold=10.0)) == [
         "rate: baseline 100 , measured 50 , change -50.00% (higher is better), threshold 10%"
     ]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madengine.archs import AMD, NVIDIA, ArchError, parse_arch_list, skipped_arch, vendor_of
-from pytest_madengine.dockerfiles import Dockerfile, DockerfileCache, candidates, read_context_header, select
-from pytest_madengine.models import ModelsFileError, ModelSpec
+from pytest_madengine.zoo.archs import AMD, NVIDIA, ArchError, parse_arch_list, skipped_arch, vendor_of
+from pytest_madengine.zoo.dockerfiles import Dockerfile, DockerfileCache, candidates, read_context_header, select
+from pytest_madengine.zoo.models import ModelsFileError, ModelSpec
 
 
 def spec(root: Path, prefix: str, name: str = "m") -> ModelSpec:

@@ -9,17 +9,17 @@ import pkgutil
 from pathlib import Path
 
 import pytest_madengine
-from pytest_madengine.container import ContainerStartError
+from pytest_madengine.engine.client import DockerUnavailable
+from pytest_madengine.engine.container import ContainerStartError, DockerConnectionLost
+from pytest_madengine.engine.images import ImageBuildError, PublishError
 from pytest_madengine.errors import MadengineError
-from pytest_madengine.images import ImageBuildError, PublishError
-from pytest_madengine.manifest import ManifestError
-from pytest_madengine.runtime import DockerUnavailable
+from pytest_madengine.report.manifest import ManifestError
 
 
 def test_every_error_class_of_the_plugin_shares_the_base() -> None:
     errors = []
-    for module in pkgutil.iter_modules(pytest_madengine.__path__):
-        loaded = importlib.import_module(f"pytest_madengine.{module.name}")
+    for module in pkgutil.walk_packages(pytest_madengine.__path__, "pytest_madengine."):
+        loaded = importlib.import_module(module.name)
         for _, cls in inspect.getmembers(loaded, inspect.isclass):
             if cls.__module__ == loaded.__name__ and issubclass(cls, BaseException):
                 errors.append(cls)
@@ -33,6 +33,7 @@ def test_the_perf_csv_reason_of_each_error() -> None:
     assert DockerUnavailable("no socket").reason_text() == "docker unavailable"
     assert PublishError("denied").reason_text() == "image push failed"
     assert ManifestError("not there").reason_text() == "image not in manifest"
+    assert DockerConnectionLost("gone").reason_text() == "docker connection lost"
     # Without a reason of its own: the error's type and message, as before.
     assert ContainerStartError("no such device").reason_text() == "ContainerStartError: no such device"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madengine.context import RunContext
 from pytest_madengine.settings import DEFAULT_TIMEOUT, Settings, read_settings
+from pytest_madengine.zoo.context import RunContext
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_madengine.models import ModelSpec
-from pytest_madengine.tag_selection import Selector, TagError, parse_selectors, select
+from pytest_madengine.zoo.models import ModelSpec
+from pytest_madengine.zoo.tags import Selector, TagError, parse_selectors, select
 
 
 def model(name: str, *tags: str) -> ModelSpec:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from docker.types import Mount
 
-from pytest_madengine.workspace import (
+from pytest_madengine.engine.workspace import (
     covers_scripts,
     engine_confines_mounts,
     engine_is_local,

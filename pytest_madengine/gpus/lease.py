@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+def _nothing_to_release() -> None:
+    """A lease of no GPUs gives nothing back."""
 
 
 @dataclass(frozen=True)
@@ -12,6 +17,9 @@ class Lease:
     product_name: str = ""
     system_ngpus: int = 0
     render_nodes: tuple[str, ...] = ()  # AMD: one /dev/dri/renderD* per leased id
+    # Gives the GPUs back to the pool; idempotent, so the run calls it as soon as the model's processes
+    # are gone and the fixture again at teardown.
+    release: Callable[[], None] = field(default=_nothing_to_release, compare=False, repr=False)
 
     @property
     def count(self) -> int:

@@ -19,8 +19,8 @@ import docker
 import docker.errors
 from filelock import FileLock
 
-from .dockerfiles import Dockerfile
-from .errors import MadengineError
+from ..errors import MadengineError
+from ..zoo.dockerfiles import Dockerfile
 from .labels import DOCKERFILE_LABEL, HASH_LABEL
 from .registry import RegistryError
 

@@ -5,10 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import MadengineError
+from ..errors import MadengineError
+from ..zoo.models import parse_percent
+from .results import SUCCESS, Result
+
+__all__ = ["Baseline", "BaselineError", "Gate", "compare", "gate", "load_baseline", "lower_is_better", "parse_percent"]
 
 _TIME_UNITS = frozenset(
     [
@@ -51,18 +56,6 @@ class BaselineError(MadengineError):
 class Baseline:
     performance: float
     metric: str
-
-
-def parse_percent(text: str) -> float:
-    """`5%` or `5` → 5.0."""
-    value = str(text).strip().rstrip("%").strip()
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"expected a percentage like 5%, got {text!r}") from None
-    if number < 0:
-        raise ValueError(f"a regression threshold must be >= 0, got {text!r}")
-    return number
 
 
 def load_baseline(path: Path) -> dict[tuple[str, str], Baseline]:
@@ -125,41 +118,51 @@ def compare(measured: float, baseline: float, lower_better: bool) -> Comparison:
     return Comparison(baseline, measured, change, change if lower_better else -change)
 
 
-def gate_rows(
-    rows: list[dict[str, str]],
+@dataclass(frozen=True)
+class Gate:
+    """One result against its baseline: what the summaries show, and the regression if it is one."""
+
+    baseline: str = ""  # the baseline value, "no baseline", "performance is not a number"; "" when not compared
+    relative_change: str = ""
+    regression: str = ""  # why it fails the gate; "" when it passes
+
+
+def gate(
+    results: Sequence[Result],
     arch: str,
-    baselines: dict[tuple[str, str], Baseline],
+    baselines: Mapping[tuple[str, str], Baseline],
     threshold: float | None,
     higher_is_better: object = None,
-) -> list[str]:
-    """Fill relative_change on SUCCESS rows, mark regressions past `threshold`; return their descriptions.
+) -> tuple[Gate, ...]:
+    """One Gate per result: SUCCESS results are compared with their (model, arch) baseline, and past
+    `threshold` (percent in the bad direction) they regress. The results themselves are not touched."""
+    return tuple(_gate_one(r, arch, baselines, threshold, higher_is_better) for r in results)
 
-    A row without a baseline gets `baseline: no baseline` (a key perf.csv ignores, the summaries show).
-    """
-    regressions = []
-    for row in rows:
-        if row.get("status") != "SUCCESS":
-            continue
-        base = baselines.get((row["model"], arch))
-        if base is None:
-            row["baseline"] = "no baseline"
-            continue
-        metric = row.get("metric", "")
-        lower = lower_is_better(metric, higher_is_better)
-        try:
-            measured = float(row["performance"])
-        except ValueError:
-            row["baseline"] = "performance is not a number"
-            continue
-        result = compare(measured, base.performance, lower)
-        row["relative_change"] = result.relative_change
-        row["baseline"] = f"{base.performance:g}"
-        if threshold is not None and result.worse_by > threshold:
-            row["status"] = "FAILURE"
-            row["reason"] = "regression"
-            direction = "lower" if lower else "higher"
-            regressions.append(
-                f"{row['model']}: baseline {base.performance:g} {metric}, measured {result.measured:g} {metric}, "
-                f"change {result.relative_change} ({direction} is better), threshold {threshold:g}%"
-            )
-    return regressions
+
+def _gate_one(
+    result: Result,
+    arch: str,
+    baselines: Mapping[tuple[str, str], Baseline],
+    threshold: float | None,
+    higher_is_better: object,
+) -> Gate:
+    if result.status != SUCCESS:
+        return Gate()
+    base = baselines.get((result.model, arch))
+    if base is None:
+        return Gate("no baseline")
+    lower = lower_is_better(result.metric, higher_is_better)
+    try:
+        measured = float(result.performance)
+    except ValueError:
+        return Gate("performance is not a number")
+    found = compare(measured, base.performance, lower)
+    regression = ""
+    if threshold is not None and found.worse_by > threshold:
+        direction = "lower" if lower else "higher"
+        metric = result.metric
+        regression = (
+            f"{result.model}: baseline {base.performance:g} {metric}, measured {found.measured:g} {metric}, "
+            f"change {found.relative_change} ({direction} is better), threshold {threshold:g}%"
+        )
+    return Gate(f"{base.performance:g}", found.relative_change, regression)

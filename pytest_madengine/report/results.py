@@ -7,7 +7,7 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from .errors import MadengineError
+from ..errors import MadengineError
 
 # madengine v2's PERFORMANCE_LOG_PATTERN (deployment/base.py): first match wins.
 PERFORMANCE_RE = re.compile(

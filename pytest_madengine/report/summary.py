@@ -12,26 +12,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .gpu_detect import Detection
+from ..gpus.detect import Detection
+from .rows import ResultRow
 
 ORDER = {"FAILURE": 0, "SKIPPED": 2, "SUCCESS": 3}
 
 
 @dataclass
 class Entry:
-    """One result row as the controller saw it, with what the reports need beside perf.csv's columns."""
+    """One result as the controller saw it, with what the reports need beside perf.csv's columns."""
 
     row: dict[str, str]
     nodeid: str
     log_tail: str = ""
-
-    @property
-    def extra(self) -> dict[str, str]:
-        return {k[len("extra.") :]: v for k, v in self.row.items() if k.startswith("extra.")}
+    extra: dict[str, str] = field(default_factory=dict)
+    baseline: str = ""
 
     @property
     def change(self) -> str:
-        return self.row.get("relative_change") or self.row.get("baseline", "") or ""
+        return self.row.get("relative_change") or self.baseline
 
     def sort_key(self) -> tuple[int, str]:
         status = self.row.get("status", "")
@@ -43,9 +42,10 @@ class Entry:
 class Results:
     entries: list[Entry] = field(default_factory=list)
 
-    def add(self, rows: Iterable[dict[str, str]], nodeid: str, log_tail: str = "") -> None:
-        for row in rows:
-            self.entries.append(Entry(dict(row), nodeid, log_tail if row.get("status") == "FAILURE" else ""))
+    def add(self, rows: Iterable[ResultRow], nodeid: str, log_tail: str = "") -> None:
+        for found in rows:
+            tail = log_tail if found.row.get("status") == "FAILURE" else ""
+            self.entries.append(Entry(dict(found.row), nodeid, tail, dict(found.extra), found.baseline))
 
     def ordered(self) -> list[Entry]:
         return sorted(self.entries, key=Entry.sort_key)
@@ -123,7 +123,9 @@ def _value(key: str, text: str) -> Any:
 def json_document(results: Results, detection: Detection, run_id: str) -> dict[str, Any]:
     items = []
     for entry in results.entries:
-        record = {k: _value(k, v) for k, v in entry.row.items() if not k.startswith("extra.")}
+        record = {k: _value(k, v) for k, v in entry.row.items()}
+        if entry.baseline:
+            record["baseline"] = entry.baseline
         record["nodeid"] = entry.nodeid
         record["extra"] = entry.extra
         if entry.log_tail:
@@ -158,7 +160,7 @@ def _bars(results: Results) -> str:
     for entry in results.ordered():
         measured = _float(entry.row.get("performance", ""))
         if measured is not None:
-            plotted.append((entry, measured, _float(entry.row.get("baseline", ""))))
+            plotted.append((entry, measured, _float(entry.baseline)))
     widest: dict[str, float] = {}
     for entry, measured, base in plotted:
         metric = entry.row.get("metric", "")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import MadengineError
-from .gpu_detect import Detection, Gpu
+from ..errors import MadengineError
+from .detect import Detection, Gpu
 from .lease import Lease
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import MadengineError
+from ..errors import MadengineError
 from .models import ModelSpec
 
 

@@ -19,7 +19,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from .errors import MadengineError
+from ..errors import MadengineError
 
 
 class RegistryError(MadengineError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from .gpu_model import NVIDIA, Found, Gpu
-from .gpu_probe import Prober, known
+from .model import NVIDIA, Found, Gpu
+from .probe import Prober, known
 
 __all__ = ["detect_nvidia", "parse_nvidia_csv"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from .errors import MadengineError
+from ..errors import MadengineError
 
 # madengine v2's PERF_CSV_HEADER, in order, plus our `reason`.
 HEADER: tuple[str, ...] = (

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import MadengineError
+from ..errors import MadengineError
 
 KNOWN_FIELDS = frozenset(
     {
@@ -256,11 +256,21 @@ def _tags_field(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
     return tags
 
 
+def parse_percent(text: str) -> float:
+    """`5%` or `5` → 5.0."""
+    value = str(text).strip().rstrip("%").strip()
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected a percentage like 5%, got {text!r}") from None
+    if number < 0:
+        raise ValueError(f"a regression threshold must be >= 0, got {text!r}")
+    return number
+
+
 def _check_baseline_fields(entry: Mapping[str, Any], where: str) -> None:
     """Used only when comparing with a baseline, after the run; checked here so a typo fails at load."""
     if entry.get("max_regression") not in (None, ""):
-        from .baseline import parse_percent
-
         try:
             parse_percent(str(entry["max_regression"]))
         except ValueError as exc:

@@ -7,8 +7,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .gpu_model import AMD, Found, Gpu
-from .gpu_probe import Prober, known
+from .model import AMD, Found, Gpu
+from .probe import Prober, known
 
 __all__ = ["detect_amd", "parse_rocminfo"]
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import io
 import os
-import shlex
 import tarfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,38 +21,17 @@ import docker.errors
 import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
-from .errors import MadengineError
+from .executor import ExecutorLost, RunOutcome, StartError, Workspace
 from .labels import KEPT_LABEL, RUN_LABEL
-from .models import ModelSpec
-from .workspace import SCRIPTS_MOUNT, escaping_links, mount_scripts
+from .workspace import SCRIPTS_MOUNT
 
 WORKSPACE = PurePosixPath("/myworkspace")
 RUN_DIR = WORKSPACE / "run_directory"
 KILL_GRACE_S = 2.0
 
 
-class ContainerStartError(MadengineError):
+class ContainerStartError(StartError):
     """Docker refused to create or start the container (missing image, bad device...)."""
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    exit_code: int | None  # None when the container was killed at the deadline
-    log: str
-    timed_out: bool
-    duration: float
-    container_id: str
-    files: Mapping[str, bytes] = field(default_factory=dict)  # fetched from the run directory
-
-
-def script_command(spec: ModelSpec, args: str | None = None) -> list[str]:
-    """madengine's `bash|python3 <script> <args>`, split like a shell would but run without one."""
-    script = spec.script_path
-    argv = shlex.split(spec.args if args is None else args)
-    if script.is_dir():
-        return ["bash", "run.sh", *argv]
-    interpreter = "python3" if script.suffix == ".py" else "bash"
-    return [interpreter, script.name, *argv]
 
 
 def _walk(source: Path) -> list[Path]:
@@ -81,27 +59,22 @@ def _add_tree(tar: tarfile.TarFile, source: Path, arcname: str) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def workspace_archive(
-    spec: ModelSpec, extra: Mapping[str, Path | bytes] | None = None, with_scripts: bool = True
-) -> bytes:
+def workspace_archive(workspace: Workspace, with_scripts: bool = True) -> bytes:
     """/myworkspace/scripts (the zoo's shared scripts; left out when it is mounted instead) and
-    /myworkspace/run_directory (the model's own), plus `extra` files or directories (pre/post
+    /myworkspace/run_directory (the model's own), plus the extra files or directories (pre/post
     scripts, the step driver) by name in the run directory."""
     buffer = io.BytesIO()
-    script = spec.script_path
-    script_dir = script if script.is_dir() else script.parent
     with tarfile.open(fileobj=buffer, mode="w") as tar:
-        workspace = tarfile.TarInfo(WORKSPACE.as_posix().lstrip("/"))
-        workspace.type = tarfile.DIRTYPE
-        workspace.mode = 0o777
-        tar.addfile(workspace)
-        scripts_root = spec.root / "scripts"
-        if with_scripts and scripts_root.is_dir():
-            _add_tree(tar, scripts_root, "myworkspace/scripts")
+        top = tarfile.TarInfo(WORKSPACE.as_posix().lstrip("/"))
+        top.type = tarfile.DIRTYPE
+        top.mode = 0o777
+        tar.addfile(top)
+        if with_scripts and workspace.scripts_root.is_dir():
+            _add_tree(tar, workspace.scripts_root, "myworkspace/scripts")
         run_dir = RUN_DIR.as_posix().lstrip("/")
-        _add_tree(tar, script_dir, run_dir)
+        _add_tree(tar, workspace.run_dir, run_dir)
         made: set[str] = set()
-        for name, source in (extra or {}).items():
+        for name, source in workspace.extra.items():
             parent = name.rpartition("/")[0]
             if parent and parent not in made:
                 folder = tarfile.TarInfo(f"{run_dir}/{parent}")
@@ -149,16 +122,22 @@ def _fetch_file(container: Any, path: PurePosixPath) -> bytes | None:
 
 @dataclass(frozen=True)
 class StartedContainer:
+    """The local executor's run handle."""
+
     container: Any
     started: float  # time.monotonic() at start, for the deadline
+    run_id: str = ""
+    fetch: tuple[str, ...] = ()  # run-directory files to bring back when it ends
 
     @property
     def id(self) -> str:
         return str(self.container.id or "")
 
 
-class DockerConnectionLost(MadengineError):
+class DockerConnectionLost(ExecutorLost):
     """The daemon went away while a model ran."""
+
+    perf_reason = "docker connection lost"
 
 
 def start_container(client: docker.DockerClient, options: Mapping[str, Any], archive: bytes) -> StartedContainer:
@@ -189,40 +168,7 @@ def start_container(client: docker.DockerClient, options: Mapping[str, Any], arc
     except BaseException:
         remove_container(container)
         raise
-    return StartedContainer(container=container, started=time.monotonic())
-
-
-def scripts_mount(scripts_root: Path) -> Mount:
-    """The zoo's scripts/ at /myworkspace/scripts, read-only: the container sees it and writes nothing back."""
-    return Mount(SCRIPTS_MOUNT, str(scripts_root.resolve()), type="bind", read_only=True)
-
-
-def start_model(
-    client: docker.DockerClient,
-    options: Mapping[str, Any],
-    spec: ModelSpec,
-    extra: Mapping[str, Path | bytes] | None,
-    docker_host: str | None,
-    escaping: Callable[[Path], Sequence[Path]] = escaping_links,
-    security_options: Callable[[], Sequence[str]] = tuple,
-) -> StartedContainer:
-    """start_container with the model's workspace: scripts/ mounted when `mount_scripts` says so, else copied.
-
-    An engine that is local yet does not see our path refuses the mount, naming it: pytest in a
-    container talking to the host's engine ("bind source path does not exist"), a path Docker
-    Desktop does not share. Then the copy is used instead, as for a remote engine.
-    """
-    scripts_root = spec.root / "scripts"
-    # Pre/post scripts (MAD's rocEnvTool) write beside themselves under ../scripts: they get the copy.
-    if not extra and mount_scripts(docker_host, scripts_root, options, escaping, security_options):
-        mount = scripts_mount(scripts_root)
-        mounted = {**options, "mounts": [*(options.get("mounts") or []), mount]}
-        try:
-            return start_container(client, mounted, workspace_archive(spec, extra, with_scripts=False))
-        except ContainerStartError as exc:
-            if str(mount["Source"]) not in str(exc):
-                raise
-    return start_container(client, options, workspace_archive(spec, extra))
+    return StartedContainer(container=container, started=time.monotonic(), run_id=str(labels[RUN_LABEL]))
 
 
 def wait_container(

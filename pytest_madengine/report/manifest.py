@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import MadengineError
+from ..errors import MadengineError
 
 
 class ManifestError(MadengineError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .errors import MadengineError
+from ..errors import MadengineError
 
 CPU = "cpu"
 AMD = "AMD"

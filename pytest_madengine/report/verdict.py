@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .container import RunOutcome
+from ..engine.executor import RunOutcome
 from .results import FAILURE, SUCCESS, Result, ResultsError, parse_multiple_results, parse_performance
 
 

@@ -13,10 +13,10 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from ..gpus.allocator import token_alive
+from .client import DockerUnavailable
 from .container import remove_by_id
-from .gpu_allocator import token_alive
 from .labels import HOST_LABEL, KEPT_LABEL, PID_LABEL, RUN_LABEL, SESSION_PID_LABEL, WORKER_LABEL
-from .runtime import DockerUnavailable, Runtime
 
 Handler = Callable[[int, FrameType | None], Any] | int | None
 
@@ -39,13 +39,16 @@ def restore_sigterm(previous: Handler) -> None:
             signal.signal(signal.SIGTERM, previous)
 
 
-def remove_run_containers(runtime: Runtime, worker: str | None = None) -> int:
+Connect = Callable[[], docker.DockerClient]
+
+
+def remove_run_containers(connect: Connect, run_id: str, worker: str | None = None) -> int:
     """Force-remove this run's containers (one worker's, when named); return how many."""
-    labels = [f"{RUN_LABEL}={runtime.run_id}"]
+    labels = [f"{RUN_LABEL}={run_id}"]
     if worker:
         labels.append(f"{WORKER_LABEL}={worker}")
     try:
-        client = runtime.client()
+        client = connect()
         ids = [c["Id"] for c in client.api.containers(all=True, filters={"label": labels})]
     except (DockerUnavailable, docker.errors.DockerException, requests.exceptions.RequestException):
         return 0  # the daemon is gone: so are its containers' processes
@@ -77,16 +80,16 @@ def orphans(client: docker.DockerClient, run_id: str) -> list[str]:
     return found
 
 
-def orphan_report(runtime: Runtime) -> str | None:
+def orphan_report(connect: Connect, run_id: str, reap: bool) -> str | None:
     """One line for the header: what earlier runs left behind, removed with --madengine-reap."""
     try:
-        client = runtime.client()
-        found = orphans(client, runtime.run_id)
+        client = connect()
+        found = orphans(client, run_id)
     except (DockerUnavailable, docker.errors.DockerException, requests.exceptions.RequestException):
         return None
     if not found:
         return None
-    if runtime.settings.reap:
+    if reap:
         for container_id in found:
             _sweep(client, container_id)
         return f"madengine: removed {len(found)} container(s) left by earlier runs whose pytest is gone"

@@ -1,12 +1,15 @@
-"""Shape results into perf.csv rows and JUnit properties (plain dicts that cross xdist)."""
+"""Shape results into perf.csv rows and JUnit properties, and what of them crosses xdist."""
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-from .results import Result
+from .baseline import Gate
+from .results import FAILURE, Result
 
 
 @dataclass(frozen=True)
@@ -27,7 +30,10 @@ class RowFacts:
     additional_docker_run_options: str = ""
 
 
-def perf_row(result: Result, facts: RowFacts) -> dict[str, str]:
+def perf_row(result: Result, facts: RowFacts, judged: Gate | None = None) -> dict[str, str]:
+    """The 29 columns; a result that regressed against its baseline (`judged`) is a FAILURE here."""
+    judged = judged or Gate()
+    status, reason = (FAILURE, "regression") if judged.regression else (result.status, result.reason)
     return {
         "model": result.model,
         "n_gpus": str(facts.n_gpus),
@@ -48,8 +54,8 @@ def perf_row(result: Result, facts: RowFacts) -> dict[str, str]:
         "gpu_architecture": facts.gpu_architecture,
         "performance": result.performance,
         "metric": result.metric,
-        "relative_change": "",
-        "status": result.status,
+        "relative_change": judged.relative_change,
+        "status": status,
         "build_duration": f"{facts.build_duration:.3f}" if facts.build_duration else "0",
         "test_duration": f"{facts.test_duration:.3f}" if facts.test_duration else "",
         "dataname": "",
@@ -58,14 +64,14 @@ def perf_row(result: Result, facts: RowFacts) -> dict[str, str]:
         "data_download_duration": "",
         "build_number": os.environ.get("BUILD_NUMBER", "0"),
         "additional_docker_run_options": facts.additional_docker_run_options,
-        "reason": result.reason,
+        "reason": reason,
     }
 
 
 JUNIT_PROPERTIES = ("model", "performance", "metric", "status", "gpu_architecture", "docker_image", "reason")
 
 
-def junit_properties(rows: list[dict[str, str]]) -> list[tuple[str, str]]:
+def junit_properties(rows: Sequence[Mapping[str, str]]) -> list[tuple[str, str]]:
     """Properties named like the CSV columns; `reason` only when not SUCCESS."""
     props: list[tuple[str, str]] = []
     for row in rows:
@@ -76,3 +82,33 @@ def junit_properties(rows: list[dict[str, str]]) -> list[tuple[str, str]]:
                 continue
             props.append((name, row.get(name, "")))
     return props
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One result as every writer sees it: the perf.csv row, the model's extra columns, the baseline."""
+
+    row: dict[str, str]
+    extra: dict[str, str] = field(default_factory=dict)
+    baseline: str = ""  # as the summaries show it: a value, "no baseline"...; "" when not compared
+
+
+@dataclass(frozen=True)
+class ItemReport:
+    """What one item's report carries to the process that writes reports (xdist serialises it as
+    plain JSON): its result rows and, once its image was ready, its manifest entry."""
+
+    rows: tuple[ResultRow, ...] = ()
+    build: Mapping[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows": [{"row": r.row, "extra": r.extra, "baseline": r.baseline} for r in self.rows],
+            "build": dict(self.build) if self.build is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ItemReport:
+        rows = tuple(ResultRow(dict(r["row"]), dict(r["extra"]), str(r["baseline"])) for r in data.get("rows", ()))
+        build = data.get("build")
+        return cls(rows, dict(build) if build is not None else None)

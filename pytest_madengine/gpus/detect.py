@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from .gpu_amd import detect_amd
-from .gpu_model import AMD, NVIDIA, Detection, Gpu
-from .gpu_nvidia import detect_nvidia
-from .gpu_probe import Prober
+from .amd import detect_amd
+from .model import AMD, NVIDIA, Detection, Gpu
+from .nvidia import detect_nvidia
+from .probe import Prober
 
 __all__ = ["AMD", "NVIDIA", "Detection", "Gpu", "detect_gpus"]
 

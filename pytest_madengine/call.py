@@ -1,0 +1,89 @@
+"""The test function pytest calls for every model item, with the item's three fixtures."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .engine.executor import Deadline, ExecutorLost, RunHandle
+from .engine.images import LOG_TAIL_LINES, BuiltImage, log_tail
+from .engine.prepare import log_file_name
+from .gpus.lease import Lease
+from .record import ItemRecord, ModelFailure
+from .report.baseline import gate
+from .report.results import Result
+from .run_model import ModelRun, Parser, finish_model
+from .runtime import RUNTIME_KEY, Runtime
+from .zoo.models import parse_percent
+
+
+def model_test(
+    request: pytest.FixtureRequest,
+    madengine_image: BuiltImage,
+    madengine_gpus: Lease,
+    madengine_container: RunHandle | None,
+) -> None:
+    """Wait for the model the fixtures started, judge it, gate it against the baseline."""
+    if madengine_container is None:
+        return  # --madengine-build-only: the image fixture built it, and that is the test
+    item = request.node
+    record: ItemRecord = item.record
+    runtime: Runtime = request.config.stash[RUNTIME_KEY]
+    item.user_properties.append(("gpus", madengine_gpus.ids_text))
+    try:
+        run = _run(item, record, runtime, madengine_container, madengine_gpus)
+        item.add_report_section("call", "stdout", run.outcome.log)
+        _judge(record, runtime, run, madengine_image)
+    except Exception:
+        record.call_failed = True
+        raise
+
+
+def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHandle, lease: Lease) -> ModelRun:
+    spec = record.spec
+    seconds, source = runtime.settings.timeout_for(spec.timeout)
+    base = record.dockerfile.base_name if record.dockerfile else "none"
+    log_path = runtime.settings.log_dir / log_file_name(spec, base, record.arch)
+    try:
+        record.run = finish_model(
+            runtime.executor(), handle, spec, Deadline(seconds, source, lease.release), log_path, _parser(item, runtime)
+        )
+    except ExecutorLost as exc:
+        raise type(exc)(f"model {spec.name} on {record.arch}: {exc}") from None
+    return record.run
+
+
+def _parser(item: pytest.Item, runtime: Runtime) -> Parser | None:
+    """The conftest's parse_result hook, when there is one: it gets the log and a copy of the run directory."""
+    hook = item.ihook.pytest_madengine_parse_result
+    if not hook.get_hookimpls():
+        return None
+
+    def parse(log: str, copy_out: Callable[[Path], Path]) -> list[Result] | None:
+        workdir = copy_out(Path(tempfile.mkdtemp(prefix="workdir-", dir=runtime.shared_dir)))
+        found: list[Result] | None = hook(item=item, log=log, workdir=workdir)
+        return found
+
+    return parse
+
+
+def _judge(record: ItemRecord, runtime: Runtime, run: ModelRun, image: BuiltImage) -> None:
+    """Raise for a failed run; else gate the results against the baseline and raise for a regression."""
+    spec = record.spec
+    baselines = runtime.baselines()
+    if baselines is not None:
+        own = spec.extra.get("max_regression")
+        threshold = parse_percent(str(own)) if own not in (None, "") else runtime.settings.max_regression
+        record.gates = gate(run.verdict.results, record.arch, baselines, threshold, spec.extra.get("higher_is_better"))
+    if run.verdict.failure is not None:
+        raise ModelFailure(
+            f"model {spec.name} on {record.arch} failed: {run.verdict.failure}\n"
+            f"image: {image.tag}\nlog: {run.log_path}\n"
+            f"--- last {LOG_TAIL_LINES} lines of the container log ---\n{log_tail(run.outcome.log)}"
+        )
+    regressions = [g.regression for g in record.gates if g.regression]
+    if regressions:
+        raise ModelFailure(f"model {spec.name} on {record.arch}: performance regression\n" + "\n".join(regressions))

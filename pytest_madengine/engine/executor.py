@@ -1,0 +1,105 @@
+"""The seam for where a model runs: a prepared model goes in, its outcome comes out.
+
+The local Docker engine (`local.LocalDocker`) is the first implementation. A new backend (a batch
+scheduler, a remote host) implements `Executor` and is handed to the session's runtime; nothing
+above this seam knows which one runs the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import MadengineError
+from ..gpus.lease import Lease
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What the model sees under /myworkspace: its own run directory (a copy: nothing it writes
+    reaches the user's tree), the zoo's shared `scripts/`, and extra files by name in the run directory
+    (pre/post scripts, the step driver)."""
+
+    run_dir: Path
+    scripts_root: Path
+    extra: Mapping[str, Path | bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """Everything a backend needs to run one model, decided before it starts."""
+
+    image: str
+    command: tuple[str, ...]
+    environment: Mapping[str, str]
+    gpus: Lease
+    labels: Mapping[str, str]  # the run id among them: cleanup finds a run's work by it
+    workspace: Workspace
+    mounts: Mapping[str, str] = field(default_factory=dict)  # path inside -> host path (the context's docker_mounts)
+    fetch: tuple[str, ...] = ()  # run-directory files to bring back (multiple_results)
+    # Backend options a conftest adjusts before the start (the container_options hook, for Docker).
+    customize: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    exit_code: int | None  # None when the run was killed at the deadline
+    log: str
+    timed_out: bool
+    duration: float
+    container_id: str
+    files: Mapping[str, bytes] = field(default_factory=dict)  # fetched from the run directory
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """How long a run may take (0: no limit), where that limit came from, and what to do as soon as
+    the model's processes are gone (give its GPUs back) before the slower collection of its logs."""
+
+    seconds: float
+    source: str = "default"
+    on_stopped: Callable[[], None] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A finished run kept for inspection: how to get in and how to clean up afterwards."""
+
+    enter: str
+    remove: str
+
+
+class ExecutorLost(MadengineError):
+    """The backend went away while a model ran (the Docker daemon, a scheduler)."""
+
+    perf_reason = "executor lost"
+
+
+class StartError(MadengineError):
+    """The backend refused to start the model (a missing image, a bad device...)."""
+
+
+class RunHandle(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+class Executor(Protocol):
+    """Run a prepared model and give back its outcome; every method may raise `ExecutorLost`."""
+
+    def start(self, run: PreparedRun) -> RunHandle:
+        """Start it, or raise `StartError` leaving nothing behind."""
+
+    def wait(self, handle: RunHandle, deadline: Deadline) -> RunOutcome:
+        """Until it exits, or kill it at the deadline; then its log and fetched files."""
+
+    def copy_out(self, handle: RunHandle, dest: Path) -> Path:
+        """The run directory as the model left it, copied to `dest` (for parse_result hooks)."""
+
+    def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
+        """Remove what the run left, or keep a copy to inspect; either way its GPUs are free."""
+
+    def remove_run(self, run_id: str, worker: str | None = None) -> int:
+        """Remove whatever a run (or one of its workers) left behind; how many were removed."""

@@ -1,0 +1,123 @@
+"""The executor for a Docker engine reached through DOCKER_HOST (a local socket, tcp or ssh)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.types import DeviceRequest, Mount
+
+from . import cleanup
+from .container import (
+    RUN_DIR,
+    ContainerStartError,
+    StartedContainer,
+    fetch_tree,
+    keep_for_inspection,
+    remove_container,
+    start_container,
+    wait_container,
+    workspace_archive,
+)
+from .executor import Deadline, Kept, PreparedRun, RunHandle, RunOutcome
+from .workspace import SCRIPTS_MOUNT, escaping_links, mount_scripts
+
+
+def docker_options(run: PreparedRun) -> dict[str, Any]:
+    """Keyword arguments for `containers.create`; the container_options hook may adjust them."""
+    options: dict[str, Any] = {
+        "image": run.image,
+        "command": list(run.command),
+        "working_dir": RUN_DIR.as_posix(),
+        "environment": dict(run.environment),
+        "labels": dict(run.labels),
+        "detach": True,
+    }
+    if run.mounts:
+        options["volumes"] = {host: {"bind": inside, "mode": "rw"} for inside, host in run.mounts.items()}
+    lease = run.gpus
+    if lease.count and lease.vendor == "AMD":
+        options["devices"] = ["/dev/kfd:/dev/kfd:rwm", *(f"{n}:{n}:rwm" for n in lease.render_nodes)]
+        options["group_add"] = ["video"]
+    elif lease.count and lease.vendor == "NVIDIA":
+        options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in lease.ids], capabilities=[["gpu"]])]
+    return options
+
+
+def scripts_mount(scripts_root: Path) -> Mount:
+    """The zoo's scripts/ at /myworkspace/scripts, read-only: the container sees it and writes nothing back."""
+    return Mount(SCRIPTS_MOUNT, str(scripts_root.resolve()), type="bind", read_only=True)
+
+
+class LocalDocker:
+    """Runs each model in a container of its own, labelled with the run id and always removed.
+
+    `escaping` and `security_options` are the session's cached answers (symlinks leaving a tree;
+    the engine's SecurityOptions) that decide between mounting the zoo's scripts/ and copying it.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], docker.DockerClient],
+        docker_host: str | None,
+        escaping: Callable[[Path], Sequence[Path]] = escaping_links,
+        security_options: Callable[[], Sequence[str]] = tuple,
+        secret_names: Iterable[str] = (),
+    ) -> None:
+        self._connect = connect
+        self._docker_host = docker_host
+        self._escaping = escaping
+        self._security_options = security_options
+        self._secret_names = tuple(secret_names)
+
+    def start(self, run: PreparedRun) -> StartedContainer:
+        """The run directory copied in; scripts/ mounted when `mount_scripts` says so, else copied.
+
+        An engine that is local yet does not see our path refuses the mount, naming it: pytest in a
+        container talking to the host's engine ("bind source path does not exist"), a path Docker
+        Desktop does not share. Then the copy is used instead, as for a remote engine.
+        """
+        options = docker_options(run)
+        if run.customize is not None:
+            run.customize(options)
+        client = self._connect()
+        workspace = run.workspace
+        # Pre/post scripts (MAD's rocEnvTool) write beside themselves under ../scripts: they get the copy.
+        mount = not workspace.extra and mount_scripts(
+            self._docker_host, workspace.scripts_root, options, self._escaping, self._security_options
+        )
+        if mount:
+            bind = scripts_mount(workspace.scripts_root)
+            mounted = {**options, "mounts": [*(options.get("mounts") or []), bind]}
+            try:
+                started = start_container(client, mounted, workspace_archive(workspace, with_scripts=False))
+                return replace(started, fetch=run.fetch)
+            except ContainerStartError as exc:
+                if str(bind["Source"]) not in str(exc):
+                    raise
+        return replace(start_container(client, options, workspace_archive(workspace)), fetch=run.fetch)
+
+    def wait(self, handle: RunHandle, deadline: Deadline) -> RunOutcome:
+        assert isinstance(handle, StartedContainer)
+        return wait_container(handle, deadline.seconds, handle.fetch, deadline.on_stopped)
+
+    def copy_out(self, handle: RunHandle, dest: Path) -> Path:
+        assert isinstance(handle, StartedContainer)
+        return fetch_tree(handle, RUN_DIR, dest)
+
+    def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
+        assert isinstance(handle, StartedContainer)
+        if not keep:
+            remove_container(handle.container)
+            return None
+        keeper, image = keep_for_inspection(self._connect(), handle, handle.run_id, self._secret_names)
+        image_id = image.removeprefix("sha256:")[:12]
+        return Kept(
+            enter=f"docker exec -it {keeper[:12]} bash", remove=f"docker rm -f {keeper[:12]} && docker rmi {image_id}"
+        )
+
+    def remove_run(self, run_id: str, worker: str | None = None) -> int:
+        return cleanup.remove_run_containers(self._connect, run_id, worker)

@@ -1,0 +1,133 @@
+"""A model made ready to run anywhere: its command, environment, labels and workspace."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..gpus.lease import Lease
+from ..zoo.archs import vendor_of
+from ..zoo.context import ContextError, RunContext, Step
+from ..zoo.models import ModelSpec
+from .executor import PreparedRun, Workspace
+from .labels import HOST_LABEL, PID_LABEL, RUN_LABEL, SESSION_PID_LABEL, TEST_LABEL, WORKER_LABEL
+
+DRIVER = "madengine_steps.sh"
+STEPS_DIR = "madengine_steps"
+DRIVER_COMMAND = ("sh", DRIVER)
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Who runs an item: what the labels say, so that cleanup and reaping can find its work."""
+
+    run_id: str
+    worker: str
+    nodeid: str
+    session_pid: int | None = None
+
+    def labels(self) -> dict[str, str]:
+        return {
+            RUN_LABEL: self.run_id,
+            WORKER_LABEL: self.worker,
+            PID_LABEL: str(os.getpid()),
+            SESSION_PID_LABEL: str(self.session_pid or os.getpid()),
+            HOST_LABEL: socket.gethostname(),
+            TEST_LABEL: self.nodeid,
+        }
+
+
+def model_environment(
+    spec: ModelSpec, arch: str, lease: Lease, context: RunContext, secrets: Mapping[str, str]
+) -> dict[str, str]:
+    """madengine's MAD_* variables, then MAD_SECRETS*, then the context's docker_env_vars (which win,
+    as in madengine)."""
+    environment = {
+        "MAD_MODEL_NAME": spec.name,
+        "MAD_SYSTEM_GPU_ARCHITECTURE": arch,
+        "MAD_GPU_VENDOR": vendor_of(arch) or "NONE",
+        "MAD_SYSTEM_NGPUS": str(lease.system_ngpus),
+        "MAD_RUNTIME_NGPUS": str(lease.count),
+        "MAD_SYSTEM_GPU_PRODUCT_NAME": lease.product_name,
+        "MAD_HOST_GPU_IDS": lease.ids_text,
+        "JENKINS_BUILD_NUMBER": os.environ.get("BUILD_NUMBER", "0"),
+    }
+    if spec.multiple_results:
+        environment["MAD_OUTPUT_CSV"] = spec.multiple_results
+    environment.update(secrets)
+    environment.update(context.docker_env_vars)
+    return environment
+
+
+def prepare_run(
+    spec: ModelSpec, image: str, lease: Lease, environment: Mapping[str, str], who: RunIdentity, context: RunContext
+) -> PreparedRun:
+    """The run of `spec` in `image` with `lease`: what every executor is handed."""
+    script = spec.script_path
+    return PreparedRun(
+        image=image,
+        command=DRIVER_COMMAND if has_steps(context) else tuple(script_command(spec, context.model_args)),
+        environment=dict(environment),
+        gpus=lease,
+        labels=who.labels(),
+        workspace=Workspace(
+            run_dir=script if script.is_dir() else script.parent,
+            scripts_root=spec.root / "scripts",
+            extra=step_files(spec, context),
+        ),
+        mounts=dict(context.docker_mounts),
+        fetch=(spec.multiple_results,) if spec.multiple_results else (),
+    )
+
+
+def script_command(spec: ModelSpec, args: str | None = None) -> list[str]:
+    """madengine's `bash|python3 <script> <args>`, split like a shell would but run without one."""
+    script = spec.script_path
+    argv = shlex.split(spec.args if args is None else args)
+    if script.is_dir():
+        return ["bash", "run.sh", *argv]
+    interpreter = "python3" if script.suffix == ".py" else "bash"
+    return [interpreter, script.name, *argv]
+
+
+def has_steps(context: RunContext) -> bool:
+    return bool(context.pre_scripts or context.post_scripts)
+
+
+def step_files(spec: ModelSpec, context: RunContext) -> dict[str, Path | bytes]:
+    """Pre/post scripts copied into the run directory (as madengine's `cp -vLR`), and the driver
+    that runs them around the model: every word shell-quoted, so nothing the user wrote is parsed
+    twice."""
+    if not has_steps(context):
+        return {}
+    files: dict[str, Path | bytes] = {}
+    lines = ["#!/bin/sh", "# written by pytest-madengine: pre scripts, the model, post scripts"]
+
+    def step_line(kind: str, index: int, step: Step) -> str:
+        source = spec.root / step.path
+        if not source.exists():
+            raise ContextError(f"{kind}_scripts path {step.path} does not exist under {spec.root}")
+        name = f"{STEPS_DIR}/{kind}{index}_{source.name}"  # own folder: no clash with the model's files
+        files[name] = source
+        words = ["bash", name, *shlex.split(step.args)]
+        return f"echo {shlex.quote(f'=== {kind} script {source.name}')}; {shlex.join(words)}"
+
+    for index, step in enumerate(context.pre_scripts):
+        lines.append(step_line("pre", index, step) + " || exit $?")
+    lines.append(shlex.join(script_command(spec, context.model_args)))
+    lines.append("status=$?")
+    lines.extend(step_line("post", index, step) for index, step in enumerate(context.post_scripts))
+    lines.append('exit "$status"')
+    files[DRIVER] = ("\n".join(lines) + "\n").encode()
+    return files
+
+
+def log_file_name(spec: ModelSpec, dockerfile_base: str, arch: str) -> str:
+    """madengine's `<name>_<dockerfile base>` plus the arch: `dummy_dummy.ubuntu.amd.gfx942.run.log`."""
+    stem = f"{spec.name.replace('/', '_')}_{dockerfile_base}.{arch}"
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) + ".run.log"

@@ -1,0 +1,40 @@
+"""One prepared model through an executor: start, wait with a deadline, save the log, judge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .engine.executor import Deadline, Executor, RunHandle, RunOutcome
+from .report.results import SUCCESS, Result
+from .report.verdict import Verdict, judge
+from .zoo.models import ModelSpec
+
+# A conftest's parse_result hook: the log, and a way to copy the run directory out to a folder.
+Parser = Callable[[str, Callable[[Path], Path]], "list[Result] | None"]
+
+
+@dataclass(frozen=True)
+class ModelRun:
+    outcome: RunOutcome
+    verdict: Verdict
+    log_path: Path
+
+
+def finish_model(
+    executor: Executor, handle: RunHandle, spec: ModelSpec, deadline: Deadline, log_path: Path, parse: Parser | None
+) -> ModelRun:
+    """Wait for the started model, save its log, and judge the run; `parse` (a conftest's
+    parse_result hook) sees the log and a copy of the run directory, and wins."""
+    outcome = executor.wait(handle, deadline)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(outcome.log, encoding="utf-8")
+    custom = None
+    if parse is not None and outcome.exit_code == 0 and not outcome.timed_out:
+        custom = parse(outcome.log, lambda dest: executor.copy_out(handle, dest))
+    if custom:
+        verdict = Verdict(tuple(custom), None if all(r.status == SUCCESS for r in custom) else "parse_result hook")
+    else:
+        verdict = judge(spec.name, outcome, spec.multiple_results, deadline.seconds, deadline.source)
+    return ModelRun(outcome=outcome, verdict=verdict, log_path=log_path)
