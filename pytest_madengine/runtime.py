@@ -23,7 +23,7 @@ from .engine.images import ImageBuilder
 from .engine.local import LocalDocker
 from .engine.registry import Credentials, Registry, find_credentials
 from .engine.workspace import escaping_links
-from .gpus.allocator import GpuAllocator
+from .gpus.allocator import GpuAllocator, Scheduling
 from .gpus.detect import Detection, detect_gpus
 from .gpus.pool import Pool, PoolError, make_pool
 from .report.baseline import Baseline, load_baseline
@@ -98,7 +98,7 @@ class Runtime:
                 self.shared_dir / "gpus",
                 self.pool.ids,
                 lease_log=self.settings.lease_log,
-                expected_waiters=self.worker_count,
+                scheduling=Scheduling(expected_waiters=self.worker_count),
             )
         return self._allocator
 

@@ -21,7 +21,7 @@ import pytest
 from zoo import EngineEvents, Zoo, labelled_containers, run_id_of, wait_until
 
 from pytest_madengine.gpus import allocator as gpu_allocator
-from pytest_madengine.gpus.allocator import GpuAllocator, Grant
+from pytest_madengine.gpus.allocator import GpuAllocator, Grant, Scheduling
 
 POOL = (0, 1, 2, 3)
 TURN_TIMEOUT = 30.0
@@ -74,7 +74,9 @@ class Lockstep:
     # the test's side
     def request(self, name: str, count: int) -> bool:
         """Queue a request and let it make its first try; True when that try got the GPUs."""
-        allocator = GpuAllocator(self._state_dir, POOL, poll_interval=0.01, max_bypass=self._max_bypass)
+        allocator = GpuAllocator(
+            self._state_dir, POOL, scheduling=Scheduling(poll_interval=0.01, max_bypass=self._max_bypass)
+        )
         self._allocators[name] = allocator
 
         def run() -> None:

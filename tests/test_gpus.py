@@ -19,7 +19,7 @@ from zoo import Zoo, kill_session, labelled_containers, read_perf, remove_run, r
 
 from pytest_madengine.engine.local import docker_options
 from pytest_madengine.engine.prepare import RunIdentity, model_environment, prepare_run
-from pytest_madengine.gpus.allocator import GpuAllocator, Grant, token_alive
+from pytest_madengine.gpus.allocator import GpuAllocator, Grant, Scheduling, token_alive
 from pytest_madengine.gpus.detect import Detection, Gpu
 from pytest_madengine.gpus.lease import Lease
 from pytest_madengine.gpus.pool import PoolError, make_pool, parse_gpu_ids
@@ -127,9 +127,9 @@ def test_no_devices_for_another_vendor_or_a_host_without_gpus() -> None:
 WORKER = """
 import json, sys, time
 from pathlib import Path
-from pytest_madengine.gpus.allocator import GpuAllocator
+from pytest_madengine.gpus.allocator import GpuAllocator, Scheduling
 state, pool, log, counts, hold = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
-alloc = GpuAllocator(Path(state), tuple(int(i) for i in pool.split(",")), poll_interval=0.01)
+alloc = GpuAllocator(Path(state), tuple(int(i) for i in pool.split(",")), scheduling=Scheduling(poll_interval=0.01))
 for n in [int(c) for c in counts.split(",")]:
     grant = alloc.acquire(n)
     start = time.time()
@@ -180,14 +180,14 @@ def _process_state(pid: int) -> str:
 def test_a_killed_holder_gives_its_gpus_back(tmp_path: Path) -> None:
     script = tmp_path / "holder.py"
     script.write_text(
-        "import time\nfrom pathlib import Path\nfrom pytest_madengine.gpus.allocator import GpuAllocator\n"
+        "import time\nfrom pathlib import Path\nfrom pytest_madengine.gpus.allocator import GpuAllocator, Scheduling\n"
         f"a = GpuAllocator(Path({str(tmp_path)!r}), (0, 1))\n"
         "a.acquire(2)\nprint('held', flush=True)\ntime.sleep(600)\n"
     )
     holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        alloc = GpuAllocator(tmp_path, (0, 1), poll_interval=0.01)
+        alloc = GpuAllocator(tmp_path, (0, 1), scheduling=Scheduling(poll_interval=0.01))
         assert list(alloc.held().values()) == [(0, 1)]
         holder.send_signal(signal.SIGKILL)
         # Not reaped yet (no wait() until the end): a zombie, which must count as dead anyway.

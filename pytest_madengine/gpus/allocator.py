@@ -74,25 +74,35 @@ class Grant:
     waited: float
 
 
+@dataclass(frozen=True)
+class Scheduling:
+    """How waiting requests are served: the polling interval, how often a big request may be
+    overtaken (None: the pool size, at least 4), and how long the first grant of a session waits for
+    the expected number of workers to line up (so the biggest goes first)."""
+
+    poll_interval: float = 0.05
+    max_bypass: int | None = None
+    expected_waiters: int = 1
+    gather_s: float = 1.0
+
+
 class GpuAllocator:
     def __init__(
         self,
         state_dir: Path,
         pool: tuple[int, ...],
-        poll_interval: float = 0.05,
-        max_bypass: int | None = None,
         lease_log: Path | None = None,
-        expected_waiters: int = 1,
-        gather_s: float = 1.0,
+        scheduling: Scheduling = Scheduling(),
     ) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._path = state_dir / "gpu-leases.json"
         self._lock = FileLock(str(state_dir / "gpu-leases.lock"))
         self._pool = pool
-        self._poll = poll_interval
+        self._poll = scheduling.poll_interval
+        max_bypass = scheduling.max_bypass
         self._max_bypass = max_bypass if max_bypass is not None else max(len(pool), 4)
-        self._expected_waiters = expected_waiters
-        self._gather_s = gather_s
+        self._expected_waiters = scheduling.expected_waiters
+        self._gather_s = scheduling.gather_s
         self._lease_log = lease_log
         self._token = process_token()
 

@@ -172,18 +172,20 @@ def _normpath(value: str) -> str:
     return "/".join(parts)
 
 
-def parse_entry(
-    entry: object,
-    *,
-    source: Path,
-    root: Path,
-    scope: str,
-    index: int,
-    lineno: int,
-    existing: set[str] | None = None,
-) -> ModelSpec:
+@dataclass(frozen=True)
+class Origin:
+    """Where a models.json sits: its path, the zoo root its paths are relative to, and its sub-zoo
+    scope (`pyt_train` for scripts/pyt_train/models.json; "" for the root's)."""
+
+    source: Path
+    root: Path
+    scope: str = ""
+
+
+def parse_entry(entry: object, origin: Origin, index: int, lineno: int, existing: set[str] | None = None) -> ModelSpec:
     """Validate one entry; raise ModelsFileError naming file, model and field. `existing`: the
     `scripts` values already found to exist, so models sharing a script stat it once."""
+    source, root, scope = origin.source, origin.root, origin.scope
     if not isinstance(entry, dict):
         raise ModelsFileError(f"{source}: entry #{index} must be a JSON object, got {type(entry).__name__}")
     raw_name = entry.get("name")
@@ -310,9 +312,7 @@ def load_models(path: Path) -> LoadedModels:
     existing: set[str] = set()
     for index, entry in enumerate(data):
         try:
-            spec = parse_entry(
-                entry, source=path, root=root, scope=scope, index=index, lineno=lines[index], existing=existing
-            )
+            spec = parse_entry(entry, Origin(path, root, scope), index, lines[index], existing)
         except ModelsFileError as exc:
             raw = entry.get("name") if isinstance(entry, dict) else None
             label = f"{scope}/{raw}" if scope and isinstance(raw, str) else raw

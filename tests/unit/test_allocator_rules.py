@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pytest_madengine.gpus.allocator import GpuAllocator, Grant, _signal_alive, process_token, token_alive
+from pytest_madengine.gpus.allocator import GpuAllocator, Grant, Scheduling, _signal_alive, process_token, token_alive
 
 ME = process_token()
 
@@ -39,7 +39,7 @@ def decide(
 ) -> tuple[int, ...] | None:
     """What the request `ticket` gets from `shared` now: its GPU ids, or None (it waits)."""
     me = next(w for w in shared["waiting"] if w["ticket"] == ticket)
-    return GpuAllocator(tmp_path, pool, **options)._try_grant(shared, ticket, me["count"], "")
+    return GpuAllocator(tmp_path, pool, scheduling=Scheduling(**options))._try_grant(shared, ticket, me["count"], "")
 
 
 # -- which ids -------------------------------------------------------------------------------------------------------
@@ -192,9 +192,11 @@ def test_the_gathering_does_not_restart_its_clock(tmp_path: Path) -> None:
 
 
 def test_leases_are_exclusive_and_go_back_on_release(tmp_path: Path) -> None:
-    allocator = GpuAllocator(tmp_path, (0, 1, 2, 3), gather_s=0)
+    allocator = GpuAllocator(tmp_path, (0, 1, 2, 3), scheduling=Scheduling(gather_s=0))
     pair = allocator.acquire(2, holder="t::pair")
-    one = GpuAllocator(tmp_path, (0, 1, 2, 3), gather_s=0).acquire(1, holder="t::one")  # another worker's view
+    one = GpuAllocator(tmp_path, (0, 1, 2, 3), scheduling=Scheduling(gather_s=0)).acquire(
+        1, holder="t::one"
+    )  # another worker's view
     assert (pair.ids, one.ids) == ((0, 1), (2,))
     assert allocator.held() == {pair.ticket: (0, 1), one.ticket: (2,)}
     allocator.release(pair)
@@ -203,7 +205,7 @@ def test_leases_are_exclusive_and_go_back_on_release(tmp_path: Path) -> None:
 
 
 def test_a_grant_reports_the_time_it_waited(tmp_path: Path) -> None:
-    allocator = GpuAllocator(tmp_path, (0,), gather_s=0)
+    allocator = GpuAllocator(tmp_path, (0,), scheduling=Scheduling(gather_s=0))
     before = time.monotonic()
     grant = allocator.acquire(1)
     assert 0 <= grant.waited <= time.monotonic() - before
@@ -320,7 +322,7 @@ class CountingAllocator(GpuAllocator):
 
 
 def test_an_interrupted_wait_leaves_the_queue(tmp_path: Path) -> None:
-    allocator = CountingAllocator(tmp_path, (0, 1), poll_interval=0.005)
+    allocator = CountingAllocator(tmp_path, (0, 1), scheduling=Scheduling(poll_interval=0.005))
     both = allocator.acquire(2)
     start = allocator.updates
     # interrupted (as by pytest-timeout) once it has queued and polled: it waits, every GPU is held
@@ -336,7 +338,7 @@ def fork_worker(state_dir: Path, pool: tuple[int, ...], count: int) -> int:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            GpuAllocator(state_dir, pool, poll_interval=0.005, gather_s=0).acquire(count)
+            GpuAllocator(state_dir, pool, scheduling=Scheduling(poll_interval=0.005, gather_s=0)).acquire(count)
             signal.pause()
         finally:
             os._exit(0)
@@ -349,7 +351,7 @@ def kill(pid: int) -> None:
 
 
 def test_a_small_request_may_pass_a_big_one_waiting_in_another_worker(tmp_path: Path) -> None:
-    allocator = GpuAllocator(tmp_path, (0, 1), poll_interval=0.005, max_bypass=1)
+    allocator = GpuAllocator(tmp_path, (0, 1), scheduling=Scheduling(poll_interval=0.005, max_bypass=1))
     allocator.acquire(1)
     pid = fork_worker(tmp_path, (0, 1), 2)  # waits for both GPUs
     try:
@@ -365,7 +367,7 @@ def test_a_small_request_may_pass_a_big_one_waiting_in_another_worker(tmp_path: 
 
 def test_the_gpus_of_a_killed_worker_go_back(tmp_path: Path) -> None:
     pid = fork_worker(tmp_path, (0, 1), 2)
-    allocator = GpuAllocator(tmp_path, (0, 1), poll_interval=0.005)
+    allocator = GpuAllocator(tmp_path, (0, 1), scheduling=Scheduling(poll_interval=0.005))
     try:
         with interrupt_when(lambda: False, deadline_s=20):
             while allocator.held() == {}:
@@ -380,7 +382,7 @@ def test_the_gpus_of_a_killed_worker_go_back(tmp_path: Path) -> None:
 
 
 def test_the_request_of_a_killed_worker_leaves_the_queue(tmp_path: Path) -> None:
-    allocator = GpuAllocator(tmp_path, (0, 1), poll_interval=0.005)
+    allocator = GpuAllocator(tmp_path, (0, 1), scheduling=Scheduling(poll_interval=0.005))
     both = allocator.acquire(2)
     pid = fork_worker(tmp_path, (0, 1), 1)
     try:
@@ -478,7 +480,7 @@ class InterruptedRightAfterQueuing(GpuAllocator):
 
 
 def test_an_interrupt_right_after_queuing_leaves_no_request_behind(tmp_path: Path) -> None:
-    allocator = InterruptedRightAfterQueuing(tmp_path, (0, 1), poll_interval=0.005)
+    allocator = InterruptedRightAfterQueuing(tmp_path, (0, 1), scheduling=Scheduling(poll_interval=0.005))
     both = allocator.acquire(2)
     allocator.armed = True
     with pytest.raises(Interrupted):
