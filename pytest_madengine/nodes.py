@@ -50,7 +50,7 @@ class ModelsFile(PlainCollectErrors, pytest.File):
             raise CollectError(str(exc)) from None
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
         settings = runtime.settings
-        contexts = [(arch, _dockerfile_context(arch, settings)) for arch in runtime.archs()]
+        contexts = [(arch, _dockerfile_filter(arch, settings)) for arch in runtime.archs()]
         _register_markers(self.config, (tag for spec in loaded.specs for tag in spec.tags))
         self._shared = _SharedParts(runtime)
         dockerfiles = DockerfileCache()
@@ -101,7 +101,7 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         return item
 
 
-def _dockerfile_context(arch: str, settings: Settings) -> dict[str, str]:
+def _dockerfile_filter(arch: str, settings: Settings) -> dict[str, str]:
     """What an arch's Dockerfiles must match: the guest OS and the arch's vendor (else the context's)."""
     vendor = vendor_of(arch) or settings.context.gpu_vendor
     return {"guest_os": settings.guest_os, **({"gpu_vendor": vendor} if vendor else {})}

@@ -19,7 +19,7 @@ from .report.manifest import BuildRecord, write_manifest
 from .report.perfcsv import PerfCsvError, append_rows
 from .report.results import FAILURE, SKIPPED, Result
 from .report.rows import ItemReport, ResultRow, RowFacts, junit_properties, perf_row
-from .report.summary import Results, html_document, json_document, markdown_table, terminal_table, write_json
+from .report.summary import ResultTable, html_document, json_document, markdown_table, terminal_table, write_json
 from .runtime import Runtime
 
 ATTRIBUTE = "madengine"  # the report attribute that carries the ItemReport
@@ -119,7 +119,7 @@ class ResultsCollector:
         self.config = config
         self.runtime = runtime
         self.verbosity = verbosity
-        self.results = Results()
+        self.results = ResultTable()
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         found = item_report(report)

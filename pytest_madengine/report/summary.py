@@ -39,7 +39,7 @@ class Entry:
 
 
 @dataclass
-class Results:
+class ResultTable:
     entries: list[Entry] = field(default_factory=list)
 
     def add(self, rows: Iterable[ResultRow], nodeid: str, log_tail: str = "") -> None:
@@ -71,7 +71,7 @@ def _cells(entry: Entry) -> list[str]:
     ]
 
 
-def terminal_table(results: Results, verbosity: int) -> list[str]:
+def terminal_table(results: ResultTable, verbosity: int) -> list[str]:
     """Regressions and failures first. -q shows only those; -qq shows nothing."""
     entries = results.ordered()
     if verbosity < 0:
@@ -83,7 +83,7 @@ def terminal_table(results: Results, verbosity: int) -> list[str]:
     return ["  ".join(cell.ljust(width) for cell, width in zip(r, widths, strict=True)).rstrip() for r in table]
 
 
-def markdown_table(results: Results) -> str:
+def markdown_table(results: ResultTable) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for entry in results.ordered():
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in _cells(entry)) + " |")
@@ -120,7 +120,7 @@ def _value(key: str, text: str) -> Any:
     return text
 
 
-def json_document(results: Results, detection: Detection, run_id: str) -> dict[str, Any]:
+def json_document(results: ResultTable, detection: Detection, run_id: str) -> dict[str, Any]:
     items = []
     for entry in results.entries:
         record = {k: _value(k, v) for k, v in entry.row.items()}
@@ -154,7 +154,7 @@ def _float(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _bars(results: Results) -> str:
+def _bars(results: ResultTable) -> str:
     """An inline SVG bar chart per model and arch, baseline beside when known, one scale per metric."""
     plotted = []
     for entry in results.ordered():
@@ -220,7 +220,7 @@ pre { background: #f8f9f9; padding: 0.6em; overflow-x: auto; }
 """
 
 
-def html_document(results: Results, detection: Detection, run_id: str) -> str:
+def html_document(results: ResultTable, detection: Detection, run_id: str) -> str:
     machine = machine_info(detection)
     head = ["model", "arch", "performance", "metric", "change vs baseline", "status", "reason", "duration (s)"]
     body = []
