@@ -279,6 +279,37 @@ def test_a_local_engine_gets_the_shared_scripts_mounted_read_only(pytester: pyte
     assert tree_state(zoo) == before
 
 
+RUN_DIR_PROBE = """#!/bin/bash
+echo "$MAD_MODEL_NAME files: $(stat -c '%u:%a:%n' run.sh sibling.txt linked/data.txt | tr '\\n' ' ')"
+echo "performance: 1 x"
+"""
+
+
+def test_a_root_container_copies_its_run_directory_itself(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    """A root container copies its run directory from the read-only mount (no put_archive: the engine
+    reports no extract-to-dir for it); a non-root one still gets the archive. The files are the same."""
+    zoo.dockerfile("nobody", body="FROM pytest-madengine/busybox:latest\nUSER 65534\n")
+    for name in ("root", "nobody"):
+        zoo.script(f"{name}/run.sh", RUN_DIR_PROBE)
+        (zoo.root / "scripts" / name / "sibling.txt").write_text("s\n")
+        (zoo.root / "scripts" / name / "sibling.txt").chmod(0o640)
+        (zoo.root / "scripts" / name / "linked").symlink_to("../data", target_is_directory=True)
+    zoo.script("data/data.txt", "d\n")
+    (zoo.root / "scripts" / "data" / "data.txt").chmod(0o644)
+    zoo.models([zoo.model("root"), zoo.model("nobody", dockerfile="docker/nobody")])
+    with EngineEvents(docker_client) as events:
+        result = run(pytester, "-rA")
+        run_id = run_id_of(pytester.path)
+        wait_until(lambda: len(events.of_run(run_id, "destroy")) == 2, 60, "the engine reports both containers gone")
+    result.assert_outcomes(passed=2)
+    extracted = [e["Actor"]["Attributes"]["pytest-madengine.test"] for e in events.of_run(run_id, "extract-to-dir")]
+    assert extracted == ["models.json::nobody[gfx942]"]
+    files = {line.split(" files: ")[0]: line.split(" files: ")[1] for line in result.outlines if " files: " in line}
+    assert files["root"] == files["nobody"] == "0:755:run.sh 0:640:sibling.txt 0:644:linked/data.txt "
+
+
 def test_pre_scripts_that_write_under_the_shared_scripts_get_the_copy(pytester: pytest.Pytester, zoo: Zoo) -> None:
     """MAD's pre scripts (rocEnvTool) write their output beside themselves under ../scripts: with pre or
     post scripts the shared tree is copied in, writable, as before; the user's tree is still untouched."""

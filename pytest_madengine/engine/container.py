@@ -23,10 +23,8 @@ from docker.types import DeviceRequest, Mount
 
 from .executor import ExecutorLost, RunOutcome, StartError, Workspace
 from .labels import KEPT_LABEL, RUN_LABEL
-from .workspace import SCRIPTS_MOUNT
+from .workspace import RUN_DIR, SCRIPTS_MOUNT, WORKSPACE
 
-WORKSPACE = PurePosixPath("/myworkspace")
-RUN_DIR = WORKSPACE / "run_directory"
 KILL_GRACE_S = 2.0
 
 
@@ -140,8 +138,14 @@ class DockerConnectionLost(ExecutorLost):
     perf_reason = "docker connection lost"
 
 
-def start_container(client: docker.DockerClient, options: Mapping[str, Any], archive: bytes) -> StartedContainer:
-    """Create, copy the workspace in and start; on any failure nothing is left behind.
+def start_container(
+    client: docker.DockerClient,
+    options: Mapping[str, Any],
+    archive: bytes | None,
+    check: Callable[[Any], None] | None = None,
+) -> StartedContainer:
+    """Create, `check` the created container, copy the workspace in (unless `archive` is None) and
+    start; on any failure nothing is left behind.
 
     `options` are keyword arguments for `containers.create`; they must carry the run label.
     """
@@ -157,7 +161,10 @@ def start_container(client: docker.DockerClient, options: Mapping[str, Any], arc
     except requests.exceptions.RequestException as exc:
         raise DockerConnectionLost(f"lost the connection to the Docker daemon: {exc}") from None
     try:
-        container.put_archive("/", archive)
+        if check is not None:
+            check(container)
+        if archive is not None:
+            container.put_archive("/", archive)
         container.start()
     except docker.errors.APIError as exc:
         remove_container(container)

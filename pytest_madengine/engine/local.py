@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
+import requests.exceptions
 from docker.types import DeviceRequest, Mount
 
 from . import cleanup
 from .container import (
-    RUN_DIR,
     ContainerStartError,
     StartedContainer,
     fetch_tree,
@@ -22,8 +23,18 @@ from .container import (
     wait_container,
     workspace_archive,
 )
-from .executor import Deadline, Kept, PreparedRun, RunHandle, RunOutcome
-from .workspace import SCRIPTS_MOUNT, escaping_links, mount_scripts
+from .executor import Deadline, Kept, PreparedRun, RunHandle, RunOutcome, Workspace
+from .workspace import (
+    RUN_DIR,
+    SCRIPTS_MOUNT,
+    copy_then_exec,
+    escaping_links,
+    mount_scripts,
+    program_candidates,
+    run_dir_below,
+    runs_as_root,
+    search_path,
+)
 
 
 def docker_options(run: PreparedRun) -> dict[str, Any]:
@@ -72,6 +83,8 @@ class LocalDocker:
         self._escaping = escaping
         self._security_options = security_options
         self._secret_names = tuple(secret_names)
+        self._image_configs: dict[str, Mapping[str, Any] | None] = {}
+        self._found: dict[tuple[str, str, str], bool] = {}  # (image, program, PATH): is it there
 
     def start(self, run: PreparedRun) -> StartedContainer:
         """The run directory copied in; scripts/ mounted when `mount_scripts` says so, else copied.
@@ -93,12 +106,50 @@ class LocalDocker:
             bind = scripts_mount(workspace.scripts_root)
             mounted = {**options, "mounts": [*(options.get("mounts") or []), bind]}
             try:
-                started = start_container(client, mounted, workspace_archive(workspace, with_scripts=False))
-                return replace(started, fetch=run.fetch)
+                return replace(self._start_mounted(client, mounted, workspace), fetch=run.fetch)
             except ContainerStartError as exc:
                 if str(bind["Source"]) not in str(exc):
                     raise
         return replace(start_container(client, options, workspace_archive(workspace)), fetch=run.fetch)
+
+    def _start_mounted(
+        self, client: docker.DockerClient, options: dict[str, Any], workspace: Workspace
+    ) -> StartedContainer:
+        """With scripts/ mounted, a root container whose run directory lies below it copies that
+        directory itself (`copy_then_exec`): no put_archive. Anything else gets the archive."""
+        source = run_dir_below(workspace.run_dir, workspace.scripts_root)
+        config = self._image_config(client, str(options["image"]))
+        command = options.get("command")
+        user = str(options.get("user") or (config or {}).get("User") or "")
+        if source is None or config is None or not runs_as_root(user) or not isinstance(command, list) or not command:
+            return start_container(client, options, workspace_archive(workspace, with_scripts=False))
+        path = search_path(options.get("environment") or {}, config.get("Env") or [])
+        check = self._program_check(str(command[0]), path)
+        return start_container(client, {**options, "command": copy_then_exec(source, command)}, None, check)
+
+    def _image_config(self, client: docker.DockerClient, image: str) -> Mapping[str, Any] | None:
+        """The image's Config (User, Env), asked once per image; None when the engine cannot say."""
+        if image not in self._image_configs:
+            try:
+                self._image_configs[image] = client.images.get(image).attrs.get("Config") or {}
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                return None
+        return self._image_configs[image]
+
+    def _program_check(self, program: str, path: str) -> Callable[[Any], None]:
+        """Docker's own setup error for a missing program, kept though the container now starts `sh`
+        (which would only fail the run): the program is looked up in the created container with a stat
+        of each candidate (a few ms), once per image, program and PATH."""
+
+        def check(container: Any) -> None:
+            key = (str(container.attrs.get("Image") or ""), program, path)
+            if key not in self._found:
+                candidates = program_candidates(program, path)
+                self._found[key] = not candidates or any(_exists(container, c) for c in candidates)
+            if not self._found[key]:
+                raise ContainerStartError(f'exec: "{program}": executable file not found in $PATH')
+
+        return check
 
     def wait(self, handle: RunHandle, deadline: Deadline) -> RunOutcome:
         assert isinstance(handle, StartedContainer)
@@ -121,3 +172,10 @@ class LocalDocker:
 
     def remove_run(self, run_id: str, worker: str | None = None) -> int:
         return cleanup.remove_run_containers(self._connect, run_id, worker)
+
+
+def _exists(container: Any, path: str) -> bool:
+    """A path stat in the container's filesystem (HEAD on the archive endpoint: nothing is copied)."""
+    api = container.client.api
+    url = f"{api.base_url}/v{api.api_version}/containers/{container.id}/archive"
+    return bool(api.head(url, params={"path": path}).status_code == 200)

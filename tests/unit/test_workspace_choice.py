@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 from docker.types import Mount
 
 from pytest_madengine.engine.workspace import (
+    copy_then_exec,
     covers_scripts,
     engine_confines_mounts,
     engine_is_local,
     escaping_links,
     mount_scripts,
+    program_candidates,
+    run_dir_below,
+    runs_as_root,
+    search_path,
 )
 
 
@@ -186,3 +191,34 @@ def test_the_cheap_inputs_decide_before_the_walk_and_the_engine(scripts: Path) -
     assert mount_scripts("tcp://gpu-box:2376", scripts, {}, no_walk, no_engine) is False
     assert mount_scripts(None, scripts, {"volumes": ["/x:/myworkspace/scripts"]}, no_walk, no_engine) is False
     assert mount_scripts(None, scripts, {}, lambda root: [root / "m" / "data"], no_engine) is False
+
+
+# -- a root container copies its own run directory from the mount ---------------------------------------------------
+
+
+def test_the_run_directory_through_the_mount(scripts: Path) -> None:
+    assert run_dir_below(scripts / "m", scripts) == PurePosixPath("/myworkspace/scripts/m")
+    assert run_dir_below(scripts.parent / "outside", scripts) is None
+
+
+@pytest.mark.parametrize(
+    ("user", "root"), [("", True), ("root", True), ("0", True), ("0:0", True), ("root:video", True), ("65534", False)]
+)
+def test_which_users_are_root(user: str, root: bool) -> None:
+    assert runs_as_root(user) is root
+
+
+def test_the_copy_runs_before_the_model_and_execs_it() -> None:
+    command = copy_then_exec(PurePosixPath("/myworkspace/scripts/my model"), ["bash", "run.sh", "--x=1"])
+    assert command[:2] == ["sh", "-c"] and command[3:] == ["madengine-copy", "bash", "run.sh", "--x=1"]
+    assert "cp -RLp '/myworkspace/scripts/my model/.' /myworkspace/run_directory/" in command[2]
+    assert command[2].endswith('exec "$@"')
+
+
+def test_where_the_program_is_looked_for() -> None:
+    assert search_path({"PATH": "/opt/bin"}, ["PATH=/usr/bin"]) == "/opt/bin"
+    assert search_path({}, ["HOME=/root", "PATH=/usr/bin:/bin"]) == "/usr/bin:/bin"
+    assert search_path({}, []).startswith("/usr/local/sbin:")
+    assert program_candidates("bash", "/usr/bin:relative:/bin") == ["/usr/bin/bash", "/bin/bash"]
+    assert program_candidates("/opt/python3", "/usr/bin") == ["/opt/python3"]
+    assert program_candidates("./run.sh", "/usr/bin") == []
