@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from .gpus.lease import Lease
 from .record import ItemRecord, ModelFailure
 from .report.baseline import gate
 from .report.results import Result
-from .run_model import ModelRun, Parser, finish_model
+from .run_model import ModelRun, Parser, RunLog, finish_model
 from .runtime import RUNTIME_KEY, Runtime
 from .zoo.models import parse_percent
 
@@ -47,13 +48,35 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
     seconds, source = runtime.settings.timeout_for(spec.timeout)
     base = record.dockerfile.base_name if record.dockerfile else "none"
     log_path = runtime.settings.log_dir / log_file_name(spec, base, record.arch)
+    log = RunLog(
+        log_path, _echo(item.config) if runtime.settings.live_output and runtime.worker_id == "controller" else None
+    )
+    if runtime.progress is not None:
+        runtime.progress(f"[run] {item.nodeid}: output in {log_path}")
     try:
         record.run = finish_model(
-            runtime.executor(), handle, spec, Deadline(seconds, source, lease.release), log_path, _parser(item, runtime)
+            runtime.executor(), handle, spec, Deadline(seconds, source, lease.release), log, _parser(item, runtime)
         )
     except ExecutorLost as exc:
         raise type(exc)(f"model {spec.name} on {record.arch}: {exc}") from None
     return record.run
+
+
+def _echo(config: pytest.Config) -> Callable[[str], None]:
+    """The model's output on the terminal as it comes, past pytest's output capture."""
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+
+    def echo(text: str) -> None:
+        if capture is not None and terminal is not None:
+            with capture.global_and_fixture_disabled():
+                terminal.write(text)
+                terminal.flush()
+        else:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+    return echo
 
 
 def _parser(item: pytest.Item, runtime: Runtime) -> Parser | None:

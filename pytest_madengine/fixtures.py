@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Generator
 from dataclasses import replace
@@ -12,7 +13,7 @@ import pytest
 from .engine.build_args import build_request
 from .engine.executor import RunHandle
 from .engine.images import BuiltImage
-from .engine.prepare import RunIdentity, model_environment, prepare_run
+from .engine.prepare import HostFacts, RunIdentity, model_environment, prepare_run, rocm_path_of, run_options_for
 from .engine.registry import find_credentials, login, registry_host
 from .engine.registry import pull as pull_image
 from .engine.registry import push as push_image
@@ -127,11 +128,19 @@ def madengine_container(
     if runtime.settings.build_only:
         yield None
         return
-    item, spec, context = request.node, record.spec, runtime.settings.context
+    item, spec, settings = request.node, record.spec, runtime.settings
     who = RunIdentity(runtime.run_id, runtime.worker_id, item.nodeid, runtime.session_pid)
-    environment = model_environment(spec, record.arch, madengine_gpus, context, runtime.settings.secrets)
+    host = HostFacts(
+        secrets=settings.secrets,
+        guest_os=settings.guest_os,
+        hip_version=runtime.detection.hip_version,
+        rocm_path=rocm_path_of(runtime.image_env(madengine_image.tag)),
+        environ=dict(os.environ),
+    )
+    environment = model_environment(spec, record.arch, madengine_gpus, settings.context, host)
     prepared = replace(
-        prepare_run(spec, madengine_image.tag, madengine_gpus, environment, who, context),
+        prepare_run(spec, madengine_image.tag, madengine_gpus, environment, who, settings.context),
+        run_options=run_options_for(spec, record.arch, settings.isolation, settings.context),
         customize=lambda options: item.ihook.pytest_madengine_container_options(item=item, spec=spec, options=options),
     )
     executor = runtime.executor()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -18,7 +19,7 @@ from .runtime import RUNTIME_KEY, Runtime
 from .settings import Settings
 from .zoo.archs import skipped_arch, vendor_of
 from .zoo.dockerfiles import Dockerfile, DockerfileCache, select
-from .zoo.models import ModelsFileError, ModelSpec, load_models
+from .zoo.models import ModelsFileError, ModelSpec, load_models, unused_fields
 
 MARKER_DOC = "models.json tag"
 
@@ -52,6 +53,7 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         settings = runtime.settings
         contexts = [(arch, _dockerfile_filter(arch, settings)) for arch in runtime.archs()]
         _register_markers(self.config, (tag for spec in loaded.specs for tag in spec.tags))
+        _warn_unused_fields(self.path, loaded.specs, runtime)
         self._shared = _SharedParts(runtime)
         dockerfiles = DockerfileCache()
         chosen: dict[tuple[Path, str, str], list[Dockerfile]] = {}  # per (root, prefix, arch)
@@ -99,6 +101,20 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         # The computed info is shared; the list of names is the item's own, as a conftest may add to it.
         item.fixturenames = list(item.fixturenames)
         return item
+
+
+def _warn_unused_fields(path: Path, specs: Sequence[ModelSpec], runtime: Runtime) -> None:
+    """One collection warning per field name and session, naming a card that has it."""
+    for spec in specs:
+        for name in unused_fields(spec):
+            if name not in runtime.warned_fields:
+                runtime.warned_fields.add(name)
+                warnings.warn(
+                    pytest.PytestCollectionWarning(
+                        f"{path}: model '{spec.name}': field '{name}' is not used by pytest-madengine (ignored)"
+                    ),
+                    stacklevel=1,
+                )
 
 
 def _dockerfile_filter(arch: str, settings: Settings) -> dict[str, str]:

@@ -122,9 +122,9 @@ def _terminal_line(config: pytest.Config) -> Callable[[str], None]:
             return
         if capture is not None:
             with capture.global_and_fixture_disabled():
-                reporter.write_line(f"[build] {line}")
+                reporter.write_line(line)
         else:
-            reporter.write_line(f"[build] {line}")
+            reporter.write_line(line)
 
     return write
 

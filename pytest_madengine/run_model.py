@@ -22,14 +22,32 @@ class ModelRun:
     log_path: Path
 
 
+@dataclass(frozen=True)
+class RunLog:
+    """Where the model's output goes while it runs: its log file (so `tail -f` works, under xdist
+    too), and `echo` (the terminal, with --madengine-live-output or -s) when given."""
+
+    path: Path
+    echo: Callable[[str], None] | None = None
+
+
 def finish_model(
-    executor: Executor, handle: RunHandle, spec: ModelSpec, deadline: Deadline, log_path: Path, parse: Parser | None
+    executor: Executor, handle: RunHandle, spec: ModelSpec, deadline: Deadline, log: RunLog, parse: Parser | None
 ) -> ModelRun:
-    """Wait for the started model, save its log, and judge the run; `parse` (a conftest's
-    parse_result hook) sees the log and a copy of the run directory, and wins."""
-    outcome = executor.wait(handle, deadline)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(outcome.log, encoding="utf-8")
+    """Wait for the started model, streaming its output to its log, and judge the run; `parse` (a
+    conftest's parse_result hook) sees the log and a copy of the run directory, and wins."""
+    log.path.parent.mkdir(parents=True, exist_ok=True)
+    with log.path.open("w", encoding="utf-8") as sink:
+
+        def output(text: str) -> None:
+            sink.write(text)
+            sink.flush()
+            if log.echo is not None:
+                log.echo(text)
+
+        outcome = executor.wait(handle, deadline, output)
+    log.path.write_text(outcome.log, encoding="utf-8")  # the engine's whole log, should the stream have broken
+    log_path = log.path
     custom = None
     if parse is not None and outcome.exit_code == 0 and not outcome.timed_out:
         custom = parse(outcome.log, lambda dest: executor.copy_out(handle, dest))

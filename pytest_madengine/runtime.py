@@ -53,6 +53,8 @@ class Runtime:
     _builder: ImageBuilder | None = None
     _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
     _security_options: list[str] | None = None
+    _image_env: dict[str, list[str]] = field(default_factory=dict)
+    warned_fields: set[str] = field(default_factory=set)  # unused models.json fields already named
 
     @classmethod
     def create(
@@ -139,6 +141,12 @@ class Runtime:
         if scripts_root not in self._escaping_links:
             self._escaping_links[scripts_root] = escaping_links(scripts_root)
         return self._escaping_links[scripts_root]
+
+    def image_env(self, image: str) -> list[str]:
+        """The image's ENV entries, asked once per image and process."""
+        if image not in self._image_env:
+            self._image_env[image] = list(self.client().images.get(image).attrs.get("Config", {}).get("Env") or [])
+        return self._image_env[image]
 
     def security_options(self) -> list[str]:
         """The engine's `docker info` SecurityOptions (selinux, userns...), asked once per process; an

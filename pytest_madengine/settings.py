@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .engine.build_args import BuildArgSources
+from .engine.run_options import ISOLATIONS
 from .zoo.archs import ArchError, parse_arch_list
 from .zoo.context import ContextError, RunContext, build_context
 
@@ -119,6 +120,20 @@ def _add_container_options(group: pytest.OptionGroup) -> None:
         help="keep model containers for inspection and print the `docker exec` command (default never)",
     )
     group.addoption(
+        "--madengine-isolation",
+        choices=ISOLATIONS,
+        default=None,
+        help="madengine: the containers madengine gives models (host network and IPC, root, ptrace and admin "
+        "capabilities, unconfined); strict: Docker's defaults plus an 8 GB /dev/shm, for shared CI hosts "
+        "(default madengine; ini madengine_isolation)",
+    )
+    group.addoption(
+        "--madengine-live-output",
+        action="store_true",
+        default=False,
+        help="stream each model's output to the terminal as it runs (without xdist; -s does too)",
+    )
+    group.addoption(
         "--madengine-reap",
         action="store_true",
         default=False,
@@ -200,6 +215,7 @@ def _add_selection_options(group: pytest.OptionGroup) -> None:
 
 def _add_ini_options(parser: pytest.Parser) -> None:
     parser.addini("madengine_arch", "default for --madengine-arch (comma list)", default="")
+    parser.addini("madengine_isolation", "default for --madengine-isolation (madengine or strict)", default="madengine")
     parser.addini(
         "madengine_timeout",
         "limit in seconds for models without their own timeout (0: none)",
@@ -221,6 +237,8 @@ class Settings:
     probe_timeout: float = 5.0
     lease_log: Path | None = None
     keep_containers: str = "never"
+    isolation: str = "madengine"
+    live_output: bool = False
     build_only: bool = False
     rebuild: bool = False
     manifest_out: Path | None = None
@@ -278,6 +296,8 @@ def read_settings(config: pytest.Config) -> Settings:
         secrets={k: v for k, v in os.environ.items() if "MAD_SECRETS" in k},
         tags=tuple(config.getoption("madengine_tags")),
         keep_containers=str(config.getoption("madengine_keep_containers")),
+        isolation=_isolation(config),
+        live_output=bool(config.getoption("madengine_live_output")) or config.getoption("capture") == "no",
         build_only=bool(config.getoption("madengine_build_only")),
         rebuild=bool(config.getoption("madengine_rebuild")),
         manifest_out=_path(invocation, config.getoption("madengine_manifest_out")),
@@ -311,6 +331,13 @@ def _build_args(config: pytest.Config) -> dict[str, str]:
             raise pytest.UsageError(f"--madengine-build-arg expects KEY=VALUE, got {item!r}")
         build_args[key.strip()] = value
     return build_args
+
+
+def _isolation(config: pytest.Config) -> str:
+    value = str(config.getoption("madengine_isolation") or config.getini("madengine_isolation") or "madengine")
+    if value not in ISOLATIONS:
+        raise pytest.UsageError(f"ini madengine_isolation must be one of {', '.join(ISOLATIONS)}, got {value!r}")
+    return value
 
 
 def _timeouts(config: pytest.Config) -> tuple[int | None, int]:

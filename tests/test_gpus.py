@@ -18,7 +18,7 @@ import pytest
 from zoo import Zoo, kill_session, labelled_containers, read_perf, remove_run, run_id_of, start_session, wait_until
 
 from pytest_madengine.engine.local import docker_options
-from pytest_madengine.engine.prepare import RunIdentity, model_environment, prepare_run
+from pytest_madengine.engine.prepare import HostFacts, RunIdentity, model_environment, prepare_run
 from pytest_madengine.gpus.allocator import GpuAllocator, Grant, Scheduling, token_alive
 from pytest_madengine.gpus.detect import Detection, Gpu
 from pytest_madengine.gpus.lease import Lease
@@ -88,7 +88,7 @@ def spec() -> ModelSpec:
 def container_options(arch: str, lease: Lease) -> dict[str, Any]:
     """The docker SDK's create arguments for a model on `arch` holding `lease`."""
     model, context = spec(), RunContext()
-    environment = model_environment(model, arch, lease, context, {})
+    environment = model_environment(model, arch, lease, context, HostFacts())
     return docker_options(prepare_run(model, "img", lease, environment, RunIdentity("run", "gw0", "id"), context))
 
 

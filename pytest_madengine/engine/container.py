@@ -23,6 +23,7 @@ from docker.types import DeviceRequest, Mount
 
 from .executor import ExecutorLost, RunOutcome, StartError, Workspace
 from .labels import KEPT_LABEL, RUN_LABEL
+from .log_stream import LogStream
 from .workspace import RUN_DIR, SCRIPTS_MOUNT, WORKSPACE
 
 KILL_GRACE_S = 2.0
@@ -183,13 +184,16 @@ def wait_container(
     timeout: float,
     fetch: tuple[str, ...] = (),
     on_stopped: Callable[[], None] | None = None,
+    output: Callable[[str], None] | None = None,
 ) -> RunOutcome:
     """Wait until exit or `timeout` seconds after the start (0: no limit), kill past it, collect.
 
     `on_stopped` runs as soon as the model's processes are gone (before logs are read), so GPUs
-    go back to the pool without waiting for the slow parts. The caller removes the container.
+    go back to the pool without waiting for the slow parts. `output` gets the log as it comes.
+    The caller removes the container.
     """
     container = started.container
+    stream = LogStream(container, output) if output is not None else None
     timed_out = False
     exit_code: int | None = None
     remaining = max(timeout - (time.monotonic() - started.started), 0.01) if timeout > 0 else None
@@ -207,7 +211,9 @@ def wait_container(
     if stopped and on_stopped is not None:
         on_stopped()
     try:
-        log = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
+        log = stream.text() if stream is not None else None
+        if log is None:
+            log = container.logs(stdout=True, stderr=True).decode("utf-8", errors="replace")
         files = {}
         for name in fetch:
             data = _fetch_file(container, RUN_DIR / name)

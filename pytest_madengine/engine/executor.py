@@ -39,6 +39,9 @@ class PreparedRun:
     workspace: Workspace
     mounts: Mapping[str, str] = field(default_factory=dict)  # path inside -> host path (the context's docker_mounts)
     fetch: tuple[str, ...] = ()  # run-directory files to bring back (multiple_results)
+    # `docker run` options as docker SDK arguments (madengine's defaults, then the card's own): what a
+    # container-based backend applies on top of the image, command, environment and GPUs above.
+    run_options: Mapping[str, Any] = field(default_factory=dict)
     # Backend options a conftest adjusts before the start (the container_options hook, for Docker).
     customize: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
@@ -92,8 +95,9 @@ class Executor(Protocol):
     def start(self, run: PreparedRun) -> RunHandle:
         """Start it, or raise `StartError` leaving nothing behind."""
 
-    def wait(self, handle: RunHandle, deadline: Deadline) -> RunOutcome:
-        """Until it exits, or kill it at the deadline; then its log and fetched files."""
+    def wait(self, handle: RunHandle, deadline: Deadline, output: Callable[[str], None] | None = None) -> RunOutcome:
+        """Until it exits, or kill it at the deadline; then its log and fetched files. `output`
+        gets the log as it comes, while the model runs."""
 
     def copy_out(self, handle: RunHandle, dest: Path) -> Path:
         """The run directory as the model left it, copied to `dest` (for parse_result hooks)."""

@@ -244,7 +244,7 @@ class ImageBuilder:
                     log.write(str(chunk["stream"]))
                     step = str(chunk["stream"]).strip()
                     if self._progress is not None and step.startswith("Step "):
-                        self._progress(f"{tag}: {step}")
+                        self._progress(f"[build] {tag}: {step}")
                 if "status" in chunk:
                     log.write(f"{chunk['status']} {chunk.get('progress', '')}\n")
                 if "aux" in chunk and isinstance(chunk["aux"], dict):

@@ -24,6 +24,7 @@ from .container import (
     workspace_archive,
 )
 from .executor import Deadline, Kept, PreparedRun, RunHandle, RunOutcome, Workspace
+from .run_options import merge_options
 from .workspace import (
     RUN_DIR,
     SCRIPTS_MOUNT,
@@ -38,7 +39,9 @@ from .workspace import (
 
 
 def docker_options(run: PreparedRun) -> dict[str, Any]:
-    """Keyword arguments for `containers.create`; the container_options hook may adjust them."""
+    """Keyword arguments for `containers.create`: the run's own, then its run options on top (lists
+    such as devices add up, the environment merges, the card wins elsewhere); the
+    container_options hook may adjust them."""
     options: dict[str, Any] = {
         "image": run.image,
         "command": list(run.command),
@@ -55,7 +58,7 @@ def docker_options(run: PreparedRun) -> dict[str, Any]:
         options["group_add"] = ["video"]
     elif lease.count and lease.vendor == "NVIDIA":
         options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in lease.ids], capabilities=[["gpu"]])]
-    return options
+    return merge_options(options, run.run_options)
 
 
 def scripts_mount(scripts_root: Path) -> Mount:
@@ -151,9 +154,9 @@ class LocalDocker:
 
         return check
 
-    def wait(self, handle: RunHandle, deadline: Deadline) -> RunOutcome:
+    def wait(self, handle: RunHandle, deadline: Deadline, output: Callable[[str], None] | None = None) -> RunOutcome:
         assert isinstance(handle, StartedContainer)
-        return wait_container(handle, deadline.seconds, handle.fetch, deadline.on_stopped)
+        return wait_container(handle, deadline.seconds, handle.fetch, deadline.on_stopped, output)
 
     def copy_out(self, handle: RunHandle, dest: Path) -> Path:
         assert isinstance(handle, StartedContainer)

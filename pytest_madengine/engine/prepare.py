@@ -6,16 +6,19 @@ import os
 import re
 import shlex
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..gpus.lease import Lease
 from ..zoo.archs import vendor_of
 from ..zoo.context import ContextError, RunContext, Step
+from ..zoo.launcher import launcher_of, multi_node_runner
 from ..zoo.models import ModelSpec
 from .executor import PreparedRun, Workspace
 from .labels import HOST_LABEL, PID_LABEL, RUN_LABEL, SESSION_PID_LABEL, TEST_LABEL, WORKER_LABEL
+from .run_options import default_options, host_has_fuse, merge_options, parse_run_options
 
 DRIVER = "madengine_steps.sh"
 STEPS_DIR = "madengine_steps"
@@ -42,26 +45,82 @@ class RunIdentity:
         }
 
 
-def model_environment(
-    spec: ModelSpec, arch: str, lease: Lease, context: RunContext, secrets: Mapping[str, str]
-) -> dict[str, str]:
-    """madengine's MAD_* variables, then MAD_SECRETS*, then the context's docker_env_vars (which win,
-    as in madengine)."""
+# Host variables madengine hands to every container when they are set (its list, less the
+# *_VISIBLE_DEVICES: they name host ids, while a container sees only its leased devices, from 0).
+PASSED_THROUGH = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "WORLD_SIZE",
+    "RANK",
+    "NODE_RANK",
+    "NNODES",
+    "NPROC_PER_NODE",
+    "MAD_COLLECT_METRICS",
+    "GLOO_SOCKET_IFNAME",
+    "MIOPEN_USER_DB_PATH",
+    "PRIMUS_CONFIG_PATH",
+    "PRIMUS_CLI_EXTRA",
+    "TORCH_ELASTIC_RDZV_TIMEOUT",
+)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the environment takes from the host and the session rather than the card."""
+
+    secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
+    guest_os: str = "UBUNTU"
+    hip_version: str = ""  # major.minor; "" when the host has no HIP
+    rocm_path: str = "/opt/rocm"  # the image's ROCM_PATH/ROCM_HOME, else /opt/rocm
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)  # the host's variables
+
+
+def model_environment(spec: ModelSpec, arch: str, lease: Lease, context: RunContext, host: HostFacts) -> dict[str, str]:
+    """madengine's MAD_* variables, the host variables it passes through, MAD_SECRETS*, then the
+    context's docker_env_vars (which win, as in madengine)."""
+    vendor = vendor_of(arch)
+    launcher = launcher_of(spec.extra, context.raw, host.environ)
     environment = {
         "MAD_MODEL_NAME": spec.name,
         "MAD_SYSTEM_GPU_ARCHITECTURE": arch,
-        "MAD_GPU_VENDOR": vendor_of(arch) or "NONE",
+        "MAD_GPU_VENDOR": vendor or "NONE",
         "MAD_SYSTEM_NGPUS": str(lease.system_ngpus),
         "MAD_RUNTIME_NGPUS": str(lease.count),
         "MAD_SYSTEM_GPU_PRODUCT_NAME": lease.product_name,
         "MAD_HOST_GPU_IDS": lease.ids_text,
-        "JENKINS_BUILD_NUMBER": os.environ.get("BUILD_NUMBER", "0"),
+        "MAD_GUEST_OS": host.guest_os,
+        "MAD_SYSTEM_HIP_VERSION": host.hip_version,
+        "MAD_MULTI_NODE_RUNNER": multi_node_runner(launcher, lease.count),
+        "JENKINS_BUILD_NUMBER": host.environ.get("BUILD_NUMBER", "0"),
     }
+    if vendor == "AMD":
+        environment["ROCM_PATH"] = host.rocm_path
     if spec.multiple_results:
         environment["MAD_OUTPUT_CSV"] = spec.multiple_results
-    environment.update(secrets)
+    environment.update({name: host.environ[name] for name in PASSED_THROUGH if name in host.environ})
+    environment.update({k: v for k, v in host.environ.items() if k.startswith("NCCL_")})
+    environment.update(host.secrets)
     environment.update(context.docker_env_vars)
     return environment
+
+
+def run_options_for(spec: ModelSpec, arch: str, isolation: str, context: RunContext) -> dict[str, Any]:
+    """madengine's defaults for the arch's vendor (or Docker's, strict), the context's docker_cpus, then
+    the card's `additional_docker_run_options` on top: its resource limits win over the defaults."""
+    options = default_options(isolation, vendor_of(arch), host_has_fuse())
+    if context.docker_cpus:
+        options["cpuset_cpus"] = context.docker_cpus
+    text = str(spec.extra.get("additional_docker_run_options", "") or "")
+    card = parse_run_options(text, f"{spec.source}: model '{spec.name}'")
+    if "shm_size" in card and "ipc_mode" not in card:
+        options.pop("ipc_mode", None)  # a /dev/shm of its own: Docker ignores a size with the host's IPC
+    return merge_options(options, card)
+
+
+def rocm_path_of(image_env: Iterable[str]) -> str:
+    """ROCM_PATH for an AMD container: the image's ROCM_PATH, else its ROCM_HOME, else /opt/rocm."""
+    found = dict(entry.split("=", 1) for entry in image_env if "=" in entry)
+    return found.get("ROCM_PATH") or found.get("ROCM_HOME") or "/opt/rocm"
 
 
 def prepare_run(

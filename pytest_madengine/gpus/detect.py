@@ -10,7 +10,9 @@ the fallback when amd-smi is missing or fails.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 from .amd import detect_amd
 from .model import AMD, NVIDIA, Detection, Gpu
@@ -27,4 +29,24 @@ def detect_gpus(env: Mapping[str, str] | None = None, timeout: float = 5.0) -> D
     if nvidia is not None and nvidia.gpus:
         return Detection(nvidia.gpus, tuple(prober.warnings), nvidia.driver_version)
     amd = detect_amd(prober)
-    return Detection(amd.gpus, tuple(prober.warnings), amd.driver_version)
+    hip = hip_version(prober, amd.driver_version) if amd.gpus else ""
+    return Detection(amd.gpus, tuple(prober.warnings), amd.driver_version, hip)
+
+
+def hip_version(prober: Prober, rocm_version: str, info: Path = Path("/opt/rocm/.info/version")) -> str:
+    """MAD_SYSTEM_HIP_VERSION, major.minor: `hipconfig --version`, else ROCm's version file, else the
+    ROCm version the SMI reported; "" when none says."""
+    if prober.present("hipconfig"):
+        result = prober.run("hipconfig", ["--version"])
+        if result.ok and (found := major_minor(result.stdout)):
+            return found
+    try:
+        found = major_minor(info.read_text(encoding="utf-8"))
+    except OSError:
+        found = ""
+    return found or major_minor(rocm_version)
+
+
+def major_minor(text: str) -> str:
+    match = re.match(r"\s*(\d+)\.(\d+)", text)
+    return f"{match.group(1)}.{match.group(2)}" if match else ""

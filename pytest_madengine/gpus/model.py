@@ -31,6 +31,7 @@ class Detection:
     gpus: tuple[Gpu, ...]
     warnings: tuple[str, ...]
     driver_version: str = ""
+    hip_version: str = ""  # major.minor on AMD hosts
 
     @property
     def vendor(self) -> str | None:
@@ -52,6 +53,7 @@ class Detection:
             "gpus": [_gpu_to_dict(gpu) for gpu in self.gpus],
             "warnings": list(self.warnings),
             "driver_version": self.driver_version,
+            "hip_version": self.hip_version,
             "vendor": self.vendor,
             "archs": list(self.archs),
         }
@@ -66,7 +68,8 @@ class Detection:
         gpus = tuple(_gpu_from_dict(item) for item in gpus_raw)
         warnings = tuple(_expect_str(w, "warning") for w in warnings_raw)
         driver = _expect_str(data.get("driver_version", ""), "driver_version")
-        return cls(gpus=gpus, warnings=warnings, driver_version=driver)
+        hip = _expect_str(data.get("hip_version", ""), "hip_version")
+        return cls(gpus=gpus, warnings=warnings, driver_version=driver, hip_version=hip)
 
     def header_line(self) -> str:
         """One line for the pytest header, grouping identical GPUs so 8 GPUs don't take 8 lines."""

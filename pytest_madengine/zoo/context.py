@@ -17,6 +17,8 @@ KNOWN = frozenset(
         "docker_mounts",
         "docker_build_arg",
         "docker_gpus",
+        "docker_cpus",
+        "distributed",
         "gpu_vendor",
         "guest_os",
         "model_args",
@@ -42,12 +44,14 @@ class RunContext:
     docker_mounts: dict[str, str] = field(default_factory=dict)  # container path -> host path
     docker_build_arg: dict[str, str] = field(default_factory=dict)
     docker_gpus: str | None = None
+    docker_cpus: str | None = None  # a cpuset for every container
     gpu_vendor: str | None = None
     guest_os: str | None = None
     model_args: str | None = None
     pre_scripts: tuple[Step, ...] = ()
     post_scripts: tuple[Step, ...] = ()
     unknown: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # every key, as given
 
 
 def parse_text(text: str, source: str) -> dict[str, Any]:
@@ -123,10 +127,12 @@ def build_context(option: str | None, file: Path | None) -> RunContext:
         docker_mounts=_str_map(merged, "docker_mounts"),
         docker_build_arg=_str_map(merged, "docker_build_arg"),
         docker_gpus=_optional_str(merged, "docker_gpus"),
+        docker_cpus=_optional_str(merged, "docker_cpus"),
         gpu_vendor=(_optional_str(merged, "gpu_vendor") or "").upper() or None,
         guest_os=(_optional_str(merged, "guest_os") or "").upper() or None,
         model_args=model_args,
         pre_scripts=_steps(merged, "pre_scripts"),
         post_scripts=_steps(merged, "post_scripts"),
         unknown=tuple(sorted(k for k in merged if k not in KNOWN)),
+        raw=merged,
     )

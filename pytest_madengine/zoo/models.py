@@ -34,6 +34,16 @@ KNOWN_FIELDS = frozenset(
     }
 )
 
+# Fields of a card that the plugin reads beyond the parsed ones above (kept in ModelSpec.extra).
+USED_EXTRA_FIELDS = frozenset(
+    {"additional_docker_run_options", "cred", "max_regression", "higher_is_better", "distributed"}
+)
+
+
+def unused_fields(spec: ModelSpec) -> list[str]:
+    """The card's fields nothing here reads: named once per session, so none is silently ignored."""
+    return sorted(k for k in spec.extra if k not in USED_EXTRA_FIELDS)
+
 
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 

@@ -1,0 +1,171 @@
+"""MAD's cards get the container madengine gives them: its run options, the card's own, its environment.
+
+Each card's script checks inside the container what it was given and prints a performance line only
+when all of it holds; the test compares what the container saw with this host where that matters
+(namespaces), so the container's own view is the judge.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from zoo import Zoo, read_perf, wait_until
+
+GPUS = ("--madengine-arch", "gfx942", "--madengine-gpus", "0-3")
+
+# Prints what the container is: namespaces, capabilities, shm, user, cwd, limits, mounts, env.
+PROBE = """#!/bin/bash
+echo "ipc: $(readlink /proc/self/ns/ipc)"
+echo "net: $(readlink /proc/self/ns/net)"
+echo "caps: $(grep CapEff /proc/self/status | cut -f2)"
+echo "shm: $(df -k /dev/shm | tail -1 | awk '{print $2}')"
+echo "uid: $(id -u) cwd: $(pwd)"
+echo "nofile: $(ulimit -n)"
+echo "env: CARD_ENV=$CARD_ENV runner=[$MAD_MULTI_NODE_RUNNER] guest=$MAD_GUEST_OS rocm=$ROCM_PATH"
+echo "hidden: [${HIP_VISIBLE_DEVICES-unset}] [${CUDA_VISIBLE_DEVICES-unset}]"
+echo "mount: $(grep ' /card_data ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+echo "device: $(test -c /dev/card_null && echo yes || echo no)"
+cat /card_data/f.txt 2>/dev/null
+echo "performance: 1 probes"
+"""
+
+
+def seen(lines: list[str], model: str) -> dict[str, str]:
+    """The probe's `key: value` lines of one model, from -rA's captured output sections."""
+    out: dict[str, str] = {}
+    inside = False
+    for line in lines:
+        if line.startswith("_") and "[gfx942]" in line:
+            inside = f" {model}[gfx942] " in line
+        elif inside and ": " in line and not line.startswith(("-", "=")):
+            key, _, value = line.partition(": ")
+            out.setdefault(key, value)
+    return out
+
+
+def capability(mask: str, bit: int) -> bool:
+    return bool(int(mask, 16) >> bit & 1)
+
+
+SYS_PTRACE, SYS_ADMIN = 19, 21
+
+
+def test_a_card_gets_madengines_defaults_and_its_own_run_options(
+    pytester: pytest.Pytester, zoo: Zoo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (pytester.path / "data").mkdir()
+    (pytester.path / "data" / "f.txt").write_text("card-data\n")
+    zoo.script("card/run.sh", PROBE)
+    zoo.script("plain/run.sh", PROBE)
+    options = (
+        f"--shm-size=1g -e CARD_ENV=from-card --device /dev/null:/dev/card_null --ulimit nofile=4096:4096 "
+        f"-v {pytester.path / 'data'}:/card_data:ro --rm"
+    )
+    zoo.models(
+        [
+            zoo.model("card", n_gpus=2, additional_docker_run_options=options),
+            zoo.model("plain", n_gpus=1, distributed={"launcher": "deepspeed"}),
+        ]
+    )
+    monkeypatch.setenv("HIP_VISIBLE_DEVICES", "3")  # host ids: never passed in
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", "-rA", timeout=300)
+    result.assert_outcomes(passed=2)
+    card, plain = seen(result.outlines, "card"), seen(result.outlines, "plain")
+    host_ipc, host_net = os.readlink("/proc/self/ns/ipc"), os.readlink("/proc/self/ns/net")
+    # madengine's defaults for both: host IPC (unless the card sizes its own /dev/shm) and network,
+    # root, ptrace and admin capabilities.
+    assert plain["ipc"] == host_ipc and card["ipc"] != host_ipc
+    for got in (card, plain):
+        assert got["net"] == host_net
+        assert capability(got["caps"], SYS_PTRACE) and capability(got["caps"], SYS_ADMIN)
+        assert got["uid"].startswith("0 ")
+        assert got["hidden"] == "[unset] [unset]"
+    # The card's own options on top.
+    assert card["shm"] == str(1024 * 1024)
+    assert card["nofile"] == "4096"
+    assert card["mount"] == "ro" and "card-data" in result.stdout.str()
+    assert card["device"] == "yes" and plain["device"] == "no"
+    assert (
+        card["env"]
+        == "CARD_ENV=from-card runner=[torchrun --standalone --nproc_per_node=2] guest=UBUNTU rocm=/opt/rocm"
+    )
+    # Each model's launcher from its own lease and card (madengine reuses the first model's).
+    assert plain["env"].startswith("CARD_ENV= runner=[deepspeed --num_gpus=1]")
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert rows["card"]["additional_docker_run_options"] == options
+
+
+def test_strict_isolation_gives_dockers_defaults_and_a_big_shm(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh", PROBE)
+    zoo.models([zoo.model("m", n_gpus=1)])
+    pytester.makeini("[pytest]\nmadengine_isolation = strict\n")
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", "-rA", timeout=300)
+    result.assert_outcomes(passed=1)
+    got = seen(result.outlines, "m")
+    assert got["ipc"] != os.readlink("/proc/self/ns/ipc") and got["net"] != os.readlink("/proc/self/ns/net")
+    assert not capability(got["caps"], SYS_ADMIN)
+    assert got["shm"] == str(8 * 1024 * 1024)
+    # The option wins over the ini.
+    result = pytester.runpytest_subprocess(
+        *GPUS, "--madengine-perf-csv", "perf.csv", "-rA", "--madengine-isolation", "madengine", timeout=300
+    )
+    assert seen(result.outlines, "m")["ipc"] == os.readlink("/proc/self/ns/ipc")
+
+
+def test_an_unsupported_run_option_is_a_one_line_setup_error(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m", additional_docker_run_options="--shm-size 1g --oom-score-adj 5")])
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", timeout=300)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        ["*models.json: model 'm': field 'additional_docker_run_options': unsupported flag '--oom-score-adj'*"]
+    )
+    assert "Traceback" not in result.stdout.str()
+    assert read_perf(pytester.path / "perf.csv")[0]["reason"] == "bad additional_docker_run_options"
+
+
+def test_a_field_nothing_reads_is_named_once(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    zoo.models(
+        [zoo.model("a", script="scripts/m/run.sh", mystery=1), zoo.model("b", script="scripts/m/run.sh", mystery=2)]
+    )
+    result = pytester.runpytest_subprocess(*GPUS, "--collect-only", "-q", timeout=120)
+    assert result.stdout.str().count("field 'mystery' is not used by pytest-madengine") == 1
+
+
+LIVE = """#!/bin/bash
+for i in 1 2 3 4 5 6 7 8; do echo "tick $i"; sleep 0.5; done
+echo "performance: 1 ticks"
+"""
+
+
+def test_live_output_reaches_the_terminal_and_the_log_while_the_model_runs(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh", LIVE)
+    zoo.models([zoo.model("m", n_gpus=0)])
+    log = pytester.path / "madengine_logs" / "m_dummy.ubuntu.amd.gfx942.run.log"
+    out = (pytester.path / "out.txt").open("w")
+    process = pytester.popen(
+        [sys.executable, "-m", "pytest", *GPUS, "--madengine-perf-csv", "perf.csv", "-p", "no:cacheprovider", "-s"],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        # While the model still runs (it ends with its performance line), its first lines are there.
+        wait_until(lambda: log.exists() and "tick 2" in log.read_text(), 60, "tick 2 in the log")
+        assert "performance" not in log.read_text()
+        wait_until(lambda: "tick 2" in (pytester.path / "out.txt").read_text(), 60, "tick 2 on the terminal")
+        assert process.poll() is None
+    finally:
+        try:
+            process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            out.close()
+    assert process.returncode == 0
+    assert "tick 8" in log.read_text() and "performance: 1 ticks" in log.read_text()
