@@ -188,6 +188,10 @@ class ModelItem(pytest.Function):
     def arch(self) -> str:
         return self.record.arch
 
+    @property
+    def dockerfile(self) -> Dockerfile | None:
+        return self.record.dockerfile
+
     def select_args(self, extra_args: str) -> None:
         """Tag selection's `name=value` tags: arguments for this run of the model."""
         self.record.spec = replace(self.record.spec, args=self.record.spec.args + extra_args)

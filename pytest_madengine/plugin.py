@@ -251,6 +251,12 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
     return True if isinstance(item, ModelItem) else None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if isinstance(item, ModelItem):
+        item.record.start_over()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

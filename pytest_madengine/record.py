@@ -1,9 +1,9 @@
 """One item's record: made at collection, filled by its fixtures and its call, read by every writer.
 
-The record is the only route from an item to its reports: the fixtures put the image and the lease
-in it, the call the run and its baseline gates, and the report hook turns it once into the
-`ItemReport` that crosses xdist to perf.csv, JUnit, JSON, HTML, the table, the manifest and the
-result hook.
+The record is the route from an item to its reports: the fixtures put the image and the lease in
+it, the call the run and its baseline gates, and the report hook turns it into the `ItemReport` that
+crosses xdist to perf.csv, JUnit, JSON, HTML, the table, the manifest and the result hook. (The
+`gpus` JUnit property and the log's report section go onto the item directly, as pytest expects.)
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .gpus.lease import Lease
 from .report.baseline import Gate
 from .report.manifest import BuildRecord
 from .report.results import Result
-from .report.rows import ItemReport, ResultRow, RowFacts, perf_row
+from .report.rows import ResultRow, RowFacts, perf_row
 from .run_model import ModelRun
 from .zoo.dockerfiles import Dockerfile
 from .zoo.models import ModelSpec
@@ -92,12 +92,16 @@ class ItemRecord:
             registry_image=image.registry_image,
         )
 
-    def report(self, item_name: str, status: str, reason: str, with_build: bool) -> ItemReport:
-        """What the item's concluding report carries: `status`/`reason` stand in for a run it never
-        had; `with_build` adds its manifest entry (once its setup passed)."""
-        record = self.build_record(item_name) if with_build else None
-        build = {"record": asdict(record), "model": self.models_entry()} if record is not None else None
-        return ItemReport(self.result_rows(status, reason), build)
+    def build_entry(self, item_name: str) -> dict[str, Any] | None:
+        """The manifest entry: the build record and the models.json entry; None without an image."""
+        record = self.build_record(item_name)
+        return {"record": asdict(record), "model": self.models_entry()} if record is not None else None
+
+    def start_over(self) -> None:
+        """Forget an earlier run of the same item (a rerun plugin runs one item object again)."""
+        self.image = self.lease = self.handle = self.run = None
+        self.gates = ()
+        self.call_failed = False
 
     def models_entry(self) -> dict[str, Any]:
         """The models.json entry as the manifest stores it."""

@@ -40,19 +40,29 @@ def _reason_of(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
 
 
 def conclude(item: pytest.Item, record: ItemRecord, report: pytest.TestReport, call: pytest.CallInfo[None]) -> None:
-    """Attach the record to the report that concludes the item, once; and write its JUnit properties
-    where junitxml reads them (pytest copies item.user_properties onto the teardown report)."""
-    if call.when == "teardown":
+    """Attach the record to its reports: the manifest entry to the setup report once the image is
+    ready (an interrupted run still records its image), the rows to the report that concludes the
+    item (the call, or a setup that failed or skipped). The rows' JUnit properties go where junitxml
+    reads them: pytest copies item.user_properties onto the teardown report."""
+    if call.when == "setup" and report.passed:
+        setattr(report, ATTRIBUTE, ItemReport((), record.build_entry(item.name)).to_json())
         return
-    if call.when == "call":
-        status = "" if report.passed else FAILURE  # a passed call without a run: built only, no rows
-    elif report.skipped or report.failed:
-        status = SKIPPED if report.skipped else FAILURE
-    else:
+    if call.when == "teardown" or (call.when == "setup" and not (report.skipped or report.failed)):
         return
-    found = record.report(item.name, status, _reason_of(report, call), with_build=call.when == "call")
+    status = SKIPPED if report.skipped else FAILURE if report.failed else ""  # passed without a run: no rows
+    found = ItemReport(record.result_rows(status, _reason_of(report, call)))
     setattr(report, ATTRIBUTE, found.to_json())
     item.user_properties.extend(junit_properties([r.row for r in found.rows]))
+
+
+def hook_result(found: ResultRow) -> dict[str, str]:
+    """What pytest_madengine_result gets: the perf.csv row, the model's extra columns as `extra.<name>`
+    and, when compared, `baseline` (the dict the hook has always received)."""
+    return {
+        **found.row,
+        **{f"extra.{k}": v for k, v in found.extra.items()},
+        **({"baseline": found.baseline} if found.baseline else {}),
+    }
 
 
 def item_report(report: pytest.TestReport) -> ItemReport | None:
@@ -127,7 +137,7 @@ class ResultsCollector:
             tail = "\n".join(report.longreprtext.splitlines()[-60:]) if report.failed else ""
             self.results.add(found.rows, report.nodeid, tail)
             for row in found.rows:
-                self._result_hooks(report, row.row)
+                self._result_hooks(report, hook_result(row))
 
     def _result_hooks(self, report: pytest.TestReport, row: dict[str, str]) -> None:
         """Each implementation on its own: one that raises is a warning, and the others still run."""

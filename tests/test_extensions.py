@@ -244,3 +244,30 @@ def test_tags_select_and_append_args(pytester: pytest.Pytester, zoo: Zoo) -> Non
     result = pytester.runpytest_subprocess(*BASE, "--madengine-tags", "nope")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--madengine-tags 'nope' matches no model*"])
+
+
+def test_a_model_skipped_by_a_hook_during_its_call_gets_a_skipped_row(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """A parse_result hook may skip the item after the run; its row says SKIPPED with the hook's reason,
+    and the result hook still gets the row with the model's extra columns."""
+    zoo.script("m/run.sh")
+    zoo.script("x/run.sh", "#!/bin/bash\nprintf 'model,performance,metric,note\\nx,3,fps,hello\\n' > out.csv\n")
+    zoo.models([zoo.model("m"), zoo.model("x", multiple_results="out.csv")])
+    pytester.makeconftest(
+        """
+import json, pytest
+
+def pytest_madengine_parse_result(item, log, workdir):
+    if item.spec.name == "m":
+        pytest.skip("not applicable here")
+
+def pytest_madengine_result(item, result):
+    with open("hooked.jsonl", "a") as sink:
+        sink.write(json.dumps(result) + "\\n")
+"""
+    )
+    result = pytester.runpytest_subprocess(*BASE, "-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=1, skipped=1)
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert (rows["m"]["status"], rows["m"]["reason"]) == ("SKIPPED", "not applicable here")
+    hooked = {r["model"]: r for r in map(json.loads, (pytester.path / "hooked.jsonl").read_text().splitlines())}
+    assert hooked["x_x"]["extra.note"] == "hello" and hooked["m"]["status"] == "SKIPPED"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import uuid
 import xml.etree.ElementTree as ET
@@ -289,25 +290,31 @@ def test_a_root_container_copies_its_run_directory_itself(
     pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
 ) -> None:
     """A root container copies its run directory from the read-only mount (no put_archive: the engine
-    reports no extract-to-dir for it); a non-root one still gets the archive. The files are the same."""
+    reports no extract-to-dir for it). Another user, an image entrypoint (it runs before the copy) and a
+    link to nothing in the run directory (the copy would stop at it) get the archive. The files match."""
     zoo.dockerfile("nobody", body="FROM pytest-madengine/busybox:latest\nUSER 65534\n")
-    for name in ("root", "nobody"):
+    zoo.dockerfile("entry", body='FROM pytest-madengine/busybox:latest\nENTRYPOINT ["env"]\n')
+    models = {"root": "docker/dummy", "nobody": "docker/nobody", "entry": "docker/entry", "dangling": "docker/dummy"}
+    zoo.script("data/data.txt", "d\n")
+    (zoo.root / "scripts" / "data" / "data.txt").chmod(0o644)
+    for name in models:
         zoo.script(f"{name}/run.sh", RUN_DIR_PROBE)
         (zoo.root / "scripts" / name / "sibling.txt").write_text("s\n")
         (zoo.root / "scripts" / name / "sibling.txt").chmod(0o640)
         (zoo.root / "scripts" / name / "linked").symlink_to("../data", target_is_directory=True)
-    zoo.script("data/data.txt", "d\n")
-    (zoo.root / "scripts" / "data" / "data.txt").chmod(0o644)
-    zoo.models([zoo.model("root"), zoo.model("nobody", dockerfile="docker/nobody")])
+    (zoo.root / "scripts" / "dangling" / "gone").symlink_to("no-such-file")
+    zoo.models([zoo.model(name, dockerfile=dockerfile) for name, dockerfile in models.items()])
     with EngineEvents(docker_client) as events:
         result = run(pytester, "-rA")
         run_id = run_id_of(pytester.path)
-        wait_until(lambda: len(events.of_run(run_id, "destroy")) == 2, 60, "the engine reports both containers gone")
-    result.assert_outcomes(passed=2)
-    extracted = [e["Actor"]["Attributes"]["pytest-madengine.test"] for e in events.of_run(run_id, "extract-to-dir")]
-    assert extracted == ["models.json::nobody[gfx942]"]
+        wait_until(lambda: len(events.of_run(run_id, "destroy")) == 4, 60, "the engine reports all containers gone")
+    result.assert_outcomes(passed=4)
+    extracted = {e["Actor"]["Attributes"]["pytest-madengine.test"] for e in events.of_run(run_id, "extract-to-dir")}
+    assert extracted == {f"models.json::{name}[gfx942]" for name in ("nobody", "entry", "dangling")}
     files = {line.split(" files: ")[0]: line.split(" files: ")[1] for line in result.outlines if " files: " in line}
-    assert files["root"] == files["nobody"] == "0:755:run.sh 0:640:sibling.txt 0:644:linked/data.txt "
+    me = os.getuid()  # the owner the archive's headers carry, and the copy keeps
+    assert set(files.values()) == {f"{me}:755:run.sh {me}:640:sibling.txt {me}:644:linked/data.txt "}
+    assert len(files) == 4
 
 
 def test_pre_scripts_that_write_under_the_shared_scripts_get_the_copy(pytester: pytest.Pytester, zoo: Zoo) -> None:

@@ -1,8 +1,9 @@
 """The seam for where a model runs: a prepared model goes in, its outcome comes out.
 
 The local Docker engine (`local.LocalDocker`) is the first implementation. A new backend (a batch
-scheduler, a remote host) implements `Executor` and is handed to the session's runtime; nothing
-above this seam knows which one runs the model.
+scheduler, a remote host) implements `Executor`, and `Runtime.executor()` is where the session picks
+it; the run of an item (start, wait with a deadline, logs and files, keep or remove, cleanup of a run)
+goes through nothing else. Images are built and published by the engine module beside it.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class Executor(Protocol):
         """The run directory as the model left it, copied to `dest` (for parse_result hooks)."""
 
     def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
-        """Remove what the run left, or keep a copy to inspect; either way its GPUs are free."""
+        """Remove what the run left, or keep a copy to inspect (its GPUs go back to the pool either way,
+        through the lease)."""
 
     def remove_run(self, run_id: str, worker: str | None = None) -> int:
         """Remove whatever a run (or one of its workers) left behind; how many were removed."""

@@ -30,6 +30,7 @@ from .workspace import (
     SCRIPTS_MOUNT,
     copy_then_exec,
     escaping_links,
+    has_dangling_links,
     mount_scripts,
     program_candidates,
     run_dir_below,
@@ -88,6 +89,7 @@ class LocalDocker:
         self._secret_names = tuple(secret_names)
         self._image_configs: dict[str, Mapping[str, Any] | None] = {}
         self._found: dict[tuple[str, str, str], bool] = {}  # (image, program, PATH): is it there
+        self._dangling: dict[Path, bool] = {}  # run directory: holds a link to nothing
 
     def start(self, run: PreparedRun) -> StartedContainer:
         """The run directory copied in; scripts/ mounted when `mount_scripts` says so, else copied.
@@ -119,12 +121,18 @@ class LocalDocker:
         self, client: docker.DockerClient, options: dict[str, Any], workspace: Workspace
     ) -> StartedContainer:
         """With scripts/ mounted, a root container whose run directory lies below it copies that
-        directory itself (`copy_then_exec`): no put_archive. Anything else gets the archive."""
+        directory itself (`copy_then_exec`): no put_archive. Anything else gets the archive: another
+        user, an entrypoint (it would run before the copy, and may drop root), dropped capabilities."""
         source = run_dir_below(workspace.run_dir, workspace.scripts_root)
         config = self._image_config(client, str(options["image"]))
         command = options.get("command")
-        user = str(options.get("user") or (config or {}).get("User") or "")
-        if source is None or config is None or not runs_as_root(user) or not isinstance(command, list) or not command:
+        if source is None or config is None or not isinstance(command, list) or not command:
+            return start_container(client, options, workspace_archive(workspace, with_scripts=False))
+        if workspace.run_dir not in self._dangling:
+            self._dangling[workspace.run_dir] = has_dangling_links(workspace.run_dir)
+        user = str(options.get("user") or config.get("User") or "")
+        entrypoint = options.get("entrypoint") or config.get("Entrypoint")
+        if self._dangling[workspace.run_dir] or not runs_as_root(user) or entrypoint or options.get("cap_drop"):
             return start_container(client, options, workspace_archive(workspace, with_scripts=False))
         path = search_path(options.get("environment") or {}, config.get("Env") or [])
         check = self._program_check(str(command[0]), path)
@@ -147,8 +155,10 @@ class LocalDocker:
         def check(container: Any) -> None:
             key = (str(container.attrs.get("Image") or ""), program, path)
             if key not in self._found:
-                candidates = program_candidates(program, path)
-                self._found[key] = not candidates or any(_exists(container, c) for c in candidates)
+                found = _find(container, program_candidates(program, path))
+                if found is None:
+                    return  # the engine would not say: let the start tell
+                self._found[key] = found
             if not self._found[key]:
                 raise ContainerStartError(f'exec: "{program}": executable file not found in $PATH')
 
@@ -177,8 +187,15 @@ class LocalDocker:
         return cleanup.remove_run_containers(self._connect, run_id, worker)
 
 
-def _exists(container: Any, path: str) -> bool:
-    """A path stat in the container's filesystem (HEAD on the archive endpoint: nothing is copied)."""
+def _find(container: Any, candidates: list[str]) -> bool | None:
+    """Whether one of `candidates` exists in the container's filesystem (a path stat: HEAD on the
+    archive endpoint, nothing copied); True without candidates; None when the engine gives no answer."""
     api = container.client.api
     url = f"{api.base_url}/v{api.api_version}/containers/{container.id}/archive"
-    return bool(api.head(url, params={"path": path}).status_code == 200)
+    for candidate in candidates:
+        status = api.head(url, params={"path": candidate}).status_code
+        if status == 200:
+            return True
+        if status != 404:
+            return None
+    return not candidates

@@ -82,6 +82,12 @@ def escaping_links(root: Path) -> list[Path]:
     )
 
 
+def has_dangling_links(root: Path) -> bool:
+    """Whether a symlink below `root` points at nothing: the archive leaves it out, where a copy in
+    the container (`cp -RL`) would stop at it."""
+    return any(not link.exists() for link in _links(root))
+
+
 def _targets(options: Mapping[str, Any]) -> Iterator[str]:
     """Container paths of the `volumes` and `mounts` in docker SDK create options."""
     volumes = options.get("volumes") or {}
@@ -147,13 +153,11 @@ def runs_as_root(user: str) -> bool:
 
 def copy_then_exec(source: PurePosixPath, command: Sequence[str]) -> list[str]:
     """The model's command behind a copy of its run directory from the read-only scripts mount, made
-    as an archive copy would make it (/myworkspace 0777, modes and times kept, everything root's,
-    links followed like `cp -vLR`); `exec` keeps the model the container's main process. A put_archive
-    costs the engine a process of its own per container, about 50 ms: a sixth of a trivial model."""
-    script = (
-        f"chmod 0777 {WORKSPACE} && cp -RLp {shlex.quote(source.as_posix() + '/.')} {RUN_DIR}/ "
-        f'&& chown -R 0:0 {RUN_DIR} && exec "$@"'
-    )
+    as an archive copy would make it (/myworkspace 0777; modes, times and owners kept, as the archive's
+    headers carry them; links followed like `cp -vLR`); `exec` keeps the model the container's main
+    process. A put_archive costs the engine a process of its own per container, about 50 ms: a sixth
+    of a trivial model."""
+    script = f'chmod 0777 {WORKSPACE} && cp -RLp {shlex.quote(source.as_posix() + "/.")} {RUN_DIR}/ && exec "$@"'
     return ["sh", "-c", script, "madengine-copy", *command]
 
 
@@ -169,7 +173,7 @@ def search_path(environment: Mapping[str, str], image_env: Iterable[str]) -> str
 
 def program_candidates(program: str, path: str) -> list[str]:
     """Where the container would find `program`: itself when absolute, else each absolute PATH entry;
-    none for a relative path (it names the run directory, which the copy has not made yet)."""
+    none for a relative path or one in the workspace (the copy has not made the run directory yet)."""
     if "/" in program:
-        return [program] if program.startswith("/") else []
+        return [program] if program.startswith("/") and not program.startswith(f"{WORKSPACE}/") else []
     return [f"{folder}/{program}" for folder in path.split(":") if folder.startswith("/")]
