@@ -13,7 +13,15 @@ import pytest
 from .engine.build_args import build_request
 from .engine.executor import RunHandle
 from .engine.images import BuiltImage
-from .engine.prepare import HostFacts, RunIdentity, model_environment, prepare_run, rocm_path_of, run_options_for
+from .engine.prepare import (
+    HostFacts,
+    RunIdentity,
+    model_environment,
+    prepare_run,
+    rocm_path_of,
+    run_options_for,
+    with_data,
+)
 from .engine.registry import find_credentials, login, registry_host
 from .engine.registry import pull as pull_image
 from .engine.registry import push as push_image
@@ -22,6 +30,7 @@ from .record import ItemRecord
 from .report.manifest import ManifestError
 from .runtime import RUNTIME_KEY, Runtime
 from .zoo.archs import vendor_of
+from .zoo.data import choose
 
 
 def _record(request: pytest.FixtureRequest, fixture: str) -> ItemRecord:
@@ -139,11 +148,19 @@ def madengine_container(
         environ=dict(os.environ),
     )
     environment = model_environment(spec, record.arch, madengine_gpus, settings.context, host)
+    record.data = data = choose(spec, runtime.data_table(spec.root))
+    if data is not None and data.provider == "none" and data.name not in runtime.warned_data:
+        runtime.warned_data.add(data.name)
+        warnings.warn(
+            pytest.PytestWarning(f"data {data.name!r}: no usable provider in data.json; the models run without it"),
+            stacklevel=1,
+        )
     prepared = replace(
         prepare_run(spec, madengine_image.tag, madengine_gpus, environment, who, settings.context),
         run_options=run_options_for(spec, record.arch, settings.isolation, settings.context),
         customize=lambda options: item.ihook.pytest_madengine_container_options(item=item, spec=spec, options=options),
     )
+    prepared = with_data(prepared, spec, settings.context, data)
     executor = runtime.executor()
     record.handle = handle = executor.start(prepared)
     try:

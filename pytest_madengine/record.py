@@ -8,11 +8,13 @@ crosses xdist to perf.csv, JUnit, JSON, HTML, the table, the manifest and the re
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from .engine.executor import RunHandle
 from .engine.images import BuiltImage
+from .engine.prepare import DATA_LINE
 from .errors import MadengineError
 from .gpus.lease import Lease
 from .report.baseline import Gate
@@ -20,8 +22,11 @@ from .report.manifest import BuildRecord
 from .report.results import Result
 from .report.rows import ResultRow, RowFacts, perf_row
 from .run_model import ModelRun
+from .zoo.data import DataChoice
 from .zoo.dockerfiles import Dockerfile
 from .zoo.models import ModelSpec
+
+DATA_RE = re.compile(rf"^{re.escape(DATA_LINE)} duration=(\d+) size=(\S*)", re.MULTILINE)
 
 
 class ModelFailure(MadengineError):
@@ -39,6 +44,7 @@ class ItemRecord:
     run: ModelRun | None = None  # set once it ended
     gates: tuple[Gate, ...] = ()  # one per result, when a baseline was given
     call_failed: bool = False  # the call raised: --madengine-keep-containers on-failure keeps it
+    data: DataChoice | None = None  # the card's data and its provider, once the run is prepared
 
     @property
     def dockerfile_name(self) -> str:
@@ -61,7 +67,18 @@ class ItemRecord:
             build_duration=image.build_duration if image else 0.0,
             test_duration=self.run.outcome.duration if self.run else 0.0,
             additional_docker_run_options=str(self.spec.extra.get("additional_docker_run_options", "")),
+            **self._data_facts(),
         )
+
+    def _data_facts(self) -> dict[str, str]:
+        """dataname and its provider; the size and preparation time from the run's log."""
+        if self.data is None:
+            return {}
+        facts = {"dataname": self.data.name, "data_provider_type": self.data.provider}
+        found = DATA_RE.search(self.run.outcome.log) if self.run is not None else None
+        if found:
+            facts.update(data_download_duration=found.group(1), data_size=found.group(2))
+        return facts
 
     def result_rows(self, status: str, reason: str) -> tuple[ResultRow, ...]:
         """The run's results with their gates; without a run, one row of `status` with `reason` (none
@@ -102,6 +119,7 @@ class ItemRecord:
         self.image = self.lease = self.handle = self.run = None
         self.gates = ()
         self.call_failed = False
+        self.data = None
 
     def models_entry(self) -> dict[str, Any]:
         """The models.json entry as the manifest stores it."""

@@ -29,6 +29,7 @@ from .gpus.pool import Pool, PoolError, make_pool
 from .report.baseline import Baseline, load_baseline
 from .report.manifest import BuildRecord, load_manifest
 from .settings import Settings
+from .zoo.data import load_table
 
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
 
@@ -55,6 +56,8 @@ class Runtime:
     _security_options: list[str] | None = None
     _image_env: dict[str, list[str]] = field(default_factory=dict)
     warned_fields: set[str] = field(default_factory=set)  # unused models.json fields already named
+    warned_data: set[str] = field(default_factory=set)  # data names without a provider, already named
+    _data_tables: dict[Path, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -141,6 +144,12 @@ class Runtime:
         if scripts_root not in self._escaping_links:
             self._escaping_links[scripts_root] = escaping_links(scripts_root)
         return self._escaping_links[scripts_root]
+
+    def data_table(self, root: Path) -> dict[str, Any]:
+        """The zoo's data.json with the context's `data` over it, read once per zoo and process."""
+        if root not in self._data_tables:
+            self._data_tables[root] = load_table(root, self.settings.context.raw)
+        return self._data_tables[root]
 
     def image_env(self, image: str) -> list[str]:
         """The image's ENV entries, asked once per image and process."""

@@ -7,6 +7,7 @@ when all of it holds; the test compares what the container saw with this host wh
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -169,3 +170,62 @@ def test_live_output_reaches_the_terminal_and_the_log_while_the_model_runs(pytes
             out.close()
     assert process.returncode == 0
     assert "tick 8" in log.read_text() and "performance: 1 ticks" in log.read_text()
+
+
+DATA_PROBE = """#!/bin/bash
+echo "data: $MAD_DATANAME at $MAD_DATAHOME, mounted $(grep " $MAD_DATAHOME " /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+cat "$MAD_DATAHOME"/*.txt
+echo "performance: 1 reads"
+"""
+
+
+def test_data_from_local_and_custom_providers(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    (pytester.path / "datasets").mkdir()
+    (pytester.path / "datasets" / "local.txt").write_text("local-bytes\n")
+    zoo.script("common/make_data.sh", '#!/bin/bash\nfor i in $(seq "$1"); do echo "made $i" > "made$i.txt"; done\n')
+    for name in ("loc", "gen", "hub1", "hub2"):
+        zoo.script(f"{name}/run.sh", DATA_PROBE)
+    (pytester.path / "data.json").write_text(
+        json.dumps(
+            {
+                "ds_local": {"local": {"path": str(pytester.path / "datasets")}},
+                "ds_custom": {"custom": {"path": "scripts/common/make_data.sh", "args": "2"}},
+                "ds_hub": {"huggingface": {}},
+            }
+        )
+    )
+    zoo.models(
+        [
+            zoo.model("loc", data="ds_local"),
+            zoo.model("gen", data="ds_custom"),
+            zoo.model("hub1", data="ds_hub", scripts="scripts/hub1/run.sh"),
+            zoo.model("hub2", data="ds_hub", scripts="scripts/hub2/run.sh"),
+        ]
+    )
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", "-rA", timeout=300)
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(
+        [
+            "data: ds_local at /data_dlm_0, mounted ro",
+            "local-bytes",
+            "made 1",
+            "made 2",
+        ]
+    )
+    assert result.stdout.str().count("data 'ds_hub': no usable provider in data.json") == 1  # once per name
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert (rows["loc"]["dataname"], rows["loc"]["data_provider_type"]) == ("ds_local", "local")
+    assert (rows["gen"]["dataname"], rows["gen"]["data_provider_type"]) == ("ds_custom", "custom")
+    assert rows["loc"]["data_size"] and rows["gen"]["data_size"] and rows["gen"]["data_download_duration"].isdigit()
+    assert (rows["hub1"]["data_provider_type"], rows["hub1"]["data_size"]) == ("none", "")
+
+
+def test_a_remote_data_provider_is_a_setup_error_naming_it(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    (pytester.path / "data.json").write_text(json.dumps({"ds": {"nas": {"path": "/mnt/nas/ds"}}}))
+    zoo.models([zoo.model("m", data="ds")])
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", timeout=300)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*model 'm': field 'data': 'ds' needs the nas provider*"])
+    assert "Traceback" not in result.stdout.str()
+    assert read_perf(pytester.path / "perf.csv")[0]["reason"] == "data provider"

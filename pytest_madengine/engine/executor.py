@@ -26,6 +26,7 @@ class Workspace:
     run_dir: Path
     scripts_root: Path
     extra: Mapping[str, Path | bytes] = field(default_factory=dict)
+    writes_scripts: bool = False  # pre/post scripts (MAD's rocEnvTool) write beside themselves under ../scripts
 
 
 @dataclass(frozen=True)

@@ -104,7 +104,7 @@ class LocalDocker:
         client = self._connect()
         workspace = run.workspace
         # Pre/post scripts (MAD's rocEnvTool) write beside themselves under ../scripts: they get the copy.
-        mount = not workspace.extra and mount_scripts(
+        mount = not workspace.writes_scripts and mount_scripts(
             self._docker_host, workspace.scripts_root, options, self._escaping, self._security_options
         )
         if mount:
@@ -126,7 +126,7 @@ class LocalDocker:
         source = run_dir_below(workspace.run_dir, workspace.scripts_root)
         config = self._image_config(client, str(options["image"]))
         command = options.get("command")
-        if source is None or config is None or not isinstance(command, list) or not command:
+        if workspace.extra or source is None or config is None or not isinstance(command, list) or not command:
             return start_container(client, options, workspace_archive(workspace, with_scripts=False))
         if workspace.run_dir not in self._dangling:
             self._dangling[workspace.run_dir] = has_dangling_links(workspace.run_dir)

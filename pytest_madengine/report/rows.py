@@ -28,6 +28,10 @@ class RowFacts:
     build_duration: float = 0.0
     test_duration: float = 0.0
     additional_docker_run_options: str = ""
+    dataname: str = ""
+    data_provider_type: str = ""
+    data_size: str = ""
+    data_download_duration: str = ""
 
 
 def perf_row(result: Result, facts: RowFacts, judged: Gate | None = None) -> dict[str, str]:
@@ -58,10 +62,10 @@ def perf_row(result: Result, facts: RowFacts, judged: Gate | None = None) -> dic
         "status": status,
         "build_duration": f"{facts.build_duration:.3f}" if facts.build_duration else "0",
         "test_duration": f"{facts.test_duration:.3f}" if facts.test_duration else "",
-        "dataname": "",
-        "data_provider_type": "",
-        "data_size": "",
-        "data_download_duration": "",
+        "dataname": facts.dataname,
+        "data_provider_type": facts.data_provider_type,
+        "data_size": facts.data_size,
+        "data_download_duration": facts.data_download_duration,
         "build_number": os.environ.get("BUILD_NUMBER", "0"),
         "additional_docker_run_options": facts.additional_docker_run_options,
         "reason": reason,
