@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from .report.results import Result
 from .run_model import ModelRun, Parser, RunLog, finish_model
 from .runtime import RUNTIME_KEY, Runtime
 from .zoo.models import parse_percent
+from .zoo.tools import OUTPUT_DIR
 
 
 def model_test(
@@ -57,9 +59,20 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
         record.run = finish_model(
             runtime.executor(), handle, spec, Deadline(seconds, source, lease.release), log, _parser(item, runtime)
         )
+        if runtime.tools(spec.root):
+            _bring_back_artifacts(item, runtime, handle)
     except ExecutorLost as exc:
         raise type(exc)(f"model {spec.name} on {record.arch}: {exc}") from None
     return record.run
+
+
+def _bring_back_artifacts(item: pytest.Item, runtime: Runtime, handle: RunHandle) -> None:
+    """What the tools wrote to $MAD_TOOL_OUTPUT, into <log dir>/<item>/; its path a JUnit property."""
+    dest = runtime.settings.log_dir / re.sub(r"[^A-Za-z0-9_.-]", "_", item.name)
+    dest.mkdir(parents=True, exist_ok=True)
+    found = runtime.executor().copy_out(handle, dest, OUTPUT_DIR)
+    if found is not None:
+        item.user_properties.append(("artifacts", str(found)))
 
 
 def _echo(config: pytest.Config) -> Callable[[str], None]:
@@ -85,8 +98,10 @@ def _parser(item: pytest.Item, runtime: Runtime) -> Parser | None:
     if not hook.get_hookimpls():
         return None
 
-    def parse(log: str, copy_out: Callable[[Path], Path]) -> list[Result] | None:
+    def parse(log: str, copy_out: Callable[[Path], Path | None]) -> list[Result] | None:
         workdir = copy_out(Path(tempfile.mkdtemp(prefix="workdir-", dir=runtime.shared_dir)))
+        if workdir is None:
+            return None
         found: list[Result] | None = hook(item=item, log=log, workdir=workdir)
         return found
 

@@ -20,11 +20,12 @@ from .engine.prepare import (
     prepare_run,
     rocm_path_of,
     run_options_for,
-    with_data,
+    with_extras,
 )
 from .engine.registry import find_credentials, login, registry_host
 from .engine.registry import pull as pull_image
 from .engine.registry import push as push_image
+from .engine.steps import Extras
 from .gpus.lease import Lease
 from .record import ItemRecord
 from .report.manifest import ManifestError
@@ -160,7 +161,7 @@ def madengine_container(
         run_options=run_options_for(spec, record.arch, settings.isolation, settings.context),
         customize=lambda options: item.ihook.pytest_madengine_container_options(item=item, spec=spec, options=options),
     )
-    prepared = with_data(prepared, spec, settings.context, data)
+    prepared = with_extras(prepared, spec, settings.context, Extras(data, runtime.tools(spec.root)))
     executor = runtime.executor()
     record.handle = handle = executor.start(prepared)
     try:

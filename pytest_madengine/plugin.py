@@ -21,6 +21,7 @@ from .reporting import ManifestWriter, PerfCsvWriter, ResultsCollector, conclude
 from .runtime import RUNTIME_KEY, Runtime, pool_of
 from .settings import Settings, addoption, read_settings
 from .zoo.tags import TagError, parse_selectors, select
+from .zoo.tools import ToolsError, select_tools
 
 __all__ = ["madengine_container", "madengine_gpus", "madengine_image"]  # fixtures, found by pytest here
 
@@ -74,6 +75,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SIGTERM_KEY] = install_sigterm_as_interrupt()
     if workerinput:
         return
+    try:
+        select_tools(runtime.settings.tools, runtime.settings.context.raw.get("tools"), runtime.catalog())
+    except ToolsError as exc:
+        runtime.close()
+        raise pytest.UsageError(f"--madengine-tools: {exc}") from None
     if runtime.settings.context.unknown:
         config.issue_config_time_warning(
             pytest.PytestWarning(

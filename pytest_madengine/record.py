@@ -14,7 +14,7 @@ from typing import Any
 
 from .engine.executor import RunHandle
 from .engine.images import BuiltImage
-from .engine.prepare import DATA_LINE
+from .engine.steps import DATA_LINE
 from .errors import MadengineError
 from .gpus.lease import Lease
 from .report.baseline import Gate

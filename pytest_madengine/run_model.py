@@ -12,7 +12,7 @@ from .report.verdict import Verdict, judge
 from .zoo.models import ModelSpec
 
 # A conftest's parse_result hook: the log, and a way to copy the run directory out to a folder.
-Parser = Callable[[str, Callable[[Path], Path]], "list[Result] | None"]
+Parser = Callable[[str, Callable[[Path], "Path | None"]], "list[Result] | None"]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from .report.baseline import Baseline, load_baseline
 from .report.manifest import BuildRecord, load_manifest
 from .settings import Settings
 from .zoo.data import load_table
+from .zoo.tools import SHIPPED, Tool, load_catalog, select_tools
 
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
 
@@ -58,6 +59,7 @@ class Runtime:
     warned_fields: set[str] = field(default_factory=set)  # unused models.json fields already named
     warned_data: set[str] = field(default_factory=set)  # data names without a provider, already named
     _data_tables: dict[Path, dict[str, Any]] = field(default_factory=dict)
+    _tools: dict[Path, tuple[Tool, ...]] = field(default_factory=dict)
 
     @classmethod
     def create(
@@ -150,6 +152,18 @@ class Runtime:
         if root not in self._data_tables:
             self._data_tables[root] = load_table(root, self.settings.context.raw)
         return self._data_tables[root]
+
+    def tools(self, root: Path) -> tuple[Tool, ...]:
+        """The selected tools, their scripts found for this zoo, once per zoo and process."""
+        if root not in self._tools:
+            self._tools[root] = select_tools(
+                self.settings.tools, self.settings.context.raw.get("tools"), self.catalog(root)
+            )
+        return self._tools[root]
+
+    def catalog(self, root: Path | None = None) -> dict[str, Tool]:
+        files = [SHIPPED, *([self.settings.tools_file] if self.settings.tools_file else [])]
+        return load_catalog(files, root)
 
     def image_env(self, image: str) -> list[str]:
         """The image's ENV entries, asked once per image and process."""

@@ -128,6 +128,20 @@ def _add_container_options(group: pytest.OptionGroup) -> None:
         "(default madengine; ini madengine_isolation)",
     )
     group.addoption(
+        "--madengine-tools",
+        action="append",
+        default=[],
+        metavar="NAME[,NAME]",
+        help="tools or profilers around every model (repeatable): ours are rocprof, rocprofv3, rpd, rocm-smi "
+        "and nsys; their output comes back to <log dir>/<item>/",
+    )
+    group.addoption(
+        "--madengine-tools-file",
+        default=None,
+        metavar="PATH",
+        help="a tools.json of your own (madengine's format; script paths relative to the zoo's root), over ours",
+    )
+    group.addoption(
         "--madengine-live-output",
         action="store_true",
         default=False,
@@ -238,6 +252,8 @@ class Settings:
     lease_log: Path | None = None
     keep_containers: str = "never"
     isolation: str = "madengine"
+    tools: tuple[str, ...] = ()
+    tools_file: Path | None = None
     live_output: bool = False
     build_only: bool = False
     rebuild: bool = False
@@ -297,6 +313,8 @@ def read_settings(config: pytest.Config) -> Settings:
         tags=tuple(config.getoption("madengine_tags")),
         keep_containers=str(config.getoption("madengine_keep_containers")),
         isolation=_isolation(config),
+        tools=tuple(n.strip() for value in config.getoption("madengine_tools") for n in value.split(",") if n.strip()),
+        tools_file=_path(invocation, config.getoption("madengine_tools_file")),
         live_output=bool(config.getoption("madengine_live_output")) or config.getoption("capture") == "no",
         build_only=bool(config.getoption("madengine_build_only")),
         rebuild=bool(config.getoption("madengine_rebuild")),

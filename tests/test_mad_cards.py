@@ -229,3 +229,53 @@ def test_a_remote_data_provider_is_a_setup_error_naming_it(pytester: pytest.Pyte
     result.stdout.fnmatch_lines(["*model 'm': field 'data': 'ds' needs the nas provider*"])
     assert "Traceback" not in result.stdout.str()
     assert read_perf(pytester.path / "perf.csv")[0]["reason"] == "data provider"
+
+
+FAKEPROF = {
+    "tools": {
+        "fakeprof": {
+            "pre_scripts": [{"path": "scripts/common/fakeprof_pre.sh", "args": "warm up"}],
+            "cmd": "bash ../scripts/common/fakeprof.sh",
+            "env_vars": {"FAKEPROF_MODE": "deep"},
+            "post_scripts": [{"path": "scripts/common/fakeprof_post.sh"}],
+        }
+    }
+}
+
+
+def test_a_tool_wraps_the_model_and_its_output_comes_back(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("common/fakeprof_pre.sh", '#!/bin/bash\necho "fakeprof pre $FAKEPROF_MODE $*"\n')
+    zoo.script(
+        "common/fakeprof.sh",
+        '#!/bin/bash\necho "fakeprof wrapping: $*"\necho sample > "$MAD_TOOL_OUTPUT/profile.txt"\nexec "$@"\n',
+    )
+    zoo.script("common/fakeprof_post.sh", '#!/bin/bash\necho "fakeprof post: $(cat "$MAD_TOOL_OUTPUT/profile.txt")"\n')
+    zoo.script("m/run.sh", '#!/bin/bash\necho "model sees $FAKEPROF_MODE"\necho "performance: 2 x"\n')
+    zoo.models([zoo.model("m", n_gpus=1)])
+    (pytester.path / "mytools.json").write_text(json.dumps(FAKEPROF))
+    args = ("--madengine-tools-file", "mytools.json", "--madengine-tools", "fakeprof", "--junitxml=j.xml", "-rA")
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", *args, timeout=300)
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "fakeprof pre deep warm up",
+            "fakeprof wrapping: bash run.sh",
+            "model sees deep",
+            "performance: 2 x",
+            "fakeprof post: sample",
+        ]
+    )
+    artifacts = pytester.path / "madengine_logs" / "m_gfx942_" / "madengine_output" / "profile.txt"
+    assert artifacts.read_text() == "sample\n"
+    junit = (pytester.path / "j.xml").read_text()
+    assert f'name="artifacts" value="{artifacts.parent}"' in junit
+
+
+def test_an_unknown_tool_is_a_usage_error_listing_the_known_ones(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-tools", "nosuch", timeout=120)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--madengine-tools: unknown tool nosuch; known: nsys, rocm-smi, rocprof, rocprofv3, rpd"]
+    )

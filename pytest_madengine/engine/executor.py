@@ -101,8 +101,9 @@ class Executor(Protocol):
         """Until it exits, or kill it at the deadline; then its log and fetched files. `output`
         gets the log as it comes, while the model runs."""
 
-    def copy_out(self, handle: RunHandle, dest: Path) -> Path:
-        """The run directory as the model left it, copied to `dest` (for parse_result hooks)."""
+    def copy_out(self, handle: RunHandle, dest: Path, subdir: str = "") -> Path | None:
+        """The run directory (or a folder in it) as the model left it, copied into `dest`: for
+        parse_result hooks and tools' output; None when the folder is not there."""
 
     def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
         """Remove what the run left, or keep a copy to inspect (its GPUs go back to the pool either way,

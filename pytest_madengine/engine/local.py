@@ -168,9 +168,12 @@ class LocalDocker:
         assert isinstance(handle, StartedContainer)
         return wait_container(handle, deadline.seconds, handle.fetch, deadline.on_stopped, output)
 
-    def copy_out(self, handle: RunHandle, dest: Path) -> Path:
+    def copy_out(self, handle: RunHandle, dest: Path, subdir: str = "") -> Path | None:
         assert isinstance(handle, StartedContainer)
-        return fetch_tree(handle, RUN_DIR, dest)
+        try:
+            return fetch_tree(handle, RUN_DIR / subdir if subdir else RUN_DIR, dest)
+        except docker.errors.NotFound:
+            return None
 
     def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
         assert isinstance(handle, StartedContainer)

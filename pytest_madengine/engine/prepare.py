@@ -4,26 +4,22 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from ..gpus.lease import Lease
 from ..zoo.archs import vendor_of
-from ..zoo.context import ContextError, RunContext, Step
-from ..zoo.data import CUSTOM_TIMEOUT_S, DataChoice
+from ..zoo.context import RunContext
 from ..zoo.launcher import launcher_of, multi_node_runner
 from ..zoo.models import ModelSpec
+from ..zoo.tools import OUTPUT_DIR
 from .executor import PreparedRun, Workspace
 from .labels import HOST_LABEL, PID_LABEL, RUN_LABEL, SESSION_PID_LABEL, TEST_LABEL, WORKER_LABEL
 from .run_options import default_options, host_has_fuse, merge_options, parse_run_options
-
-DRIVER = "madengine_steps.sh"
-STEPS_DIR = "madengine_steps"
-DRIVER_COMMAND = ("sh", DRIVER)
+from .steps import DRIVER_COMMAND, Extras, has_steps, script_command, step_files
+from .workspace import RUN_DIR
 
 
 @dataclass(frozen=True)
@@ -128,7 +124,7 @@ def prepare_run(
     spec: ModelSpec, image: str, lease: Lease, environment: Mapping[str, str], who: RunIdentity, context: RunContext
 ) -> PreparedRun:
     """The run of `spec` in `image` with `lease`: what every executor is handed. (The card's data,
-    when it has some, is added by `with_data`.)"""
+    and the tools, when there are some, are added by `with_extras`.)"""
     script = spec.script_path
     return PreparedRun(
         image=image,
@@ -147,88 +143,30 @@ def prepare_run(
     )
 
 
-def script_command(spec: ModelSpec, args: str | None = None) -> list[str]:
-    """madengine's `bash|python3 <script> <args>`, split like a shell would but run without one."""
-    script = spec.script_path
-    argv = shlex.split(spec.args if args is None else args)
-    if script.is_dir():
-        return ["bash", "run.sh", *argv]
-    interpreter = "python3" if script.suffix == ".py" else "bash"
-    return [interpreter, script.name, *argv]
-
-
-def has_steps(context: RunContext, data: DataChoice | None = None) -> bool:
-    return bool(context.pre_scripts or context.post_scripts or (data and data.provider != "none"))
-
-
-DATA_LINE = "madengine-data:"  # the driver's line with the data's size and preparation time
-
-
-def data_lines(data: DataChoice, files: dict[str, Path | bytes], root: Path) -> list[str]:
-    """Make MAD_DATAHOME, run a custom provider's script there (madengine's limit), and report the
-    size and the time taken on one line the run's log carries."""
-    lines = ['mkdir -p "$MAD_DATAHOME"', "here=$(pwd)", "start=$(date +%s)"]
-    if data.provider == "custom":
-        source = root / data.path
-        name = f"{STEPS_DIR}/data_{source.name}"
-        files[name] = source
-        command = f'timeout {CUSTOM_TIMEOUT_S} bash "$script" {shlex.join(shlex.split(data.args))}'.rstrip()
-        banner = shlex.quote(f"=== data {data.name} (custom)")
-        lines += [f'script="$here"/{shlex.quote(name)}', f'echo {banner}; (cd "$MAD_DATAHOME" && {command}) || exit $?']
-    lines.append(
-        f'echo "{DATA_LINE} duration=$(( $(date +%s) - start )) '
-        'size=$(timeout 60 du -sh "$MAD_DATAHOME" 2>/dev/null | cut -f1)"'
-    )
-    return lines
-
-
-def step_files(spec: ModelSpec, context: RunContext, data: DataChoice | None = None) -> dict[str, Path | bytes]:
-    """Pre/post scripts copied into the run directory (as madengine's `cp -vLR`), the data step, and
-    the driver that runs them around the model: every word shell-quoted, so nothing the user wrote
-    is parsed twice."""
-    if not has_steps(context, data):
-        return {}
-    files: dict[str, Path | bytes] = {}
-    lines = ["#!/bin/sh", "# written by pytest-madengine: pre scripts, data, the model, post scripts"]
-
-    def step_line(kind: str, index: int, step: Step) -> str:
-        source = spec.root / step.path
-        if not source.exists():
-            raise ContextError(f"{kind}_scripts path {step.path} does not exist under {spec.root}")
-        name = f"{STEPS_DIR}/{kind}{index}_{source.name}"  # own folder: no clash with the model's files
-        files[name] = source
-        words = ["bash", name, *shlex.split(step.args)]
-        return f"echo {shlex.quote(f'=== {kind} script {source.name}')}; {shlex.join(words)}"
-
-    for index, step in enumerate(context.pre_scripts):
-        lines.append(step_line("pre", index, step) + " || exit $?")
-    if data is not None and data.provider != "none":
-        lines.extend(data_lines(data, files, spec.root))
-    lines.append(shlex.join(script_command(spec, context.model_args)))
-    lines.append("status=$?")
-    lines.extend(step_line("post", index, step) for index, step in enumerate(context.post_scripts))
-    lines.append('exit "$status"')
-    files[DRIVER] = ("\n".join(lines) + "\n").encode()
-    return files
-
-
 def log_file_name(spec: ModelSpec, dockerfile_base: str, arch: str) -> str:
     """madengine's `<name>_<dockerfile base>` plus the arch: `dummy_dummy.ubuntu.amd.gfx942.run.log`."""
     stem = f"{spec.name.replace('/', '_')}_{dockerfile_base}.{arch}"
     return re.sub(r"[^A-Za-z0-9_.-]", "_", stem) + ".run.log"
 
 
-def with_data(run: PreparedRun, spec: ModelSpec, context: RunContext, data: DataChoice | None) -> PreparedRun:
-    """The run with the card's data: MAD_DATANAME and MAD_DATAHOME, a local provider's path mounted
-    there (read-only unless `readwrite`), and the driver that prepares it and reports its size."""
-    if data is None:
-        return run
-    environment = {**run.environment, "MAD_DATANAME": data.name, "MAD_DATAHOME": data.home}
-    if data.provider == "none":
-        return replace(run, environment=environment)
+def with_extras(run: PreparedRun, spec: ModelSpec, context: RunContext, extras: Extras) -> PreparedRun:
+    """The run with the card's data (MAD_DATANAME, MAD_DATAHOME, a local provider's path mounted there,
+    read-only unless `readwrite`) and the selected tools (their env_vars, MAD_TOOL_OUTPUT), and the
+    driver that runs the steps around the model."""
+    environment = dict(run.environment)
     options = dict(run.run_options)
-    if data.provider == "local":
-        mode = "rw" if data.readwrite else "ro"
-        options["volumes"] = {**options.get("volumes", {}), data.path: {"bind": data.home, "mode": mode}}
-    workspace = replace(run.workspace, extra=step_files(spec, context, data))
+    data = extras.data
+    if data is not None:
+        environment.update(MAD_DATANAME=data.name, MAD_DATAHOME=data.home)
+        if data.provider == "local":
+            mode = "rw" if data.readwrite else "ro"
+            options["volumes"] = {**options.get("volumes", {}), data.path: {"bind": data.home, "mode": mode}}
+    if extras.tools:
+        environment["MAD_TOOL_OUTPUT"] = f"{RUN_DIR}/{OUTPUT_DIR}"
+        for tool in extras.tools:
+            environment.update(tool.env_vars)
+        environment.update(context.docker_env_vars)  # the context's still win
+    if not has_steps(context, extras):
+        return replace(run, environment=environment, run_options=options)
+    workspace = replace(run.workspace, extra=step_files(spec, context, extras))
     return replace(run, command=DRIVER_COMMAND, environment=environment, run_options=options, workspace=workspace)

@@ -19,6 +19,8 @@ KNOWN = frozenset(
         "docker_gpus",
         "docker_cpus",
         "distributed",
+        "tools",
+        "data",
         "gpu_vendor",
         "guest_os",
         "model_args",

@@ -1,0 +1,99 @@
+"""The driver script that runs a model's steps in order: tool and context pre scripts, the data, the
+model behind its tools' commands, then the post scripts. Every word the user wrote is shell-quoted,
+so nothing is parsed twice."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..zoo.context import ContextError, RunContext, Step
+from ..zoo.data import CUSTOM_TIMEOUT_S, DataChoice
+from ..zoo.models import ModelSpec
+from ..zoo.tools import OUTPUT_DIR, Tool, ToolStep, wrap_command
+
+DRIVER = "madengine_steps.sh"
+STEPS_DIR = "madengine_steps"
+DRIVER_COMMAND = ("sh", DRIVER)
+DATA_LINE = "madengine-data:"  # the driver's line with the data's size and preparation time
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What a run adds around the model beyond the context's pre/post scripts."""
+
+    data: DataChoice | None = None
+    tools: tuple[Tool, ...] = ()
+
+
+def has_steps(context: RunContext, extras: Extras = Extras()) -> bool:
+    data = extras.data is not None and extras.data.provider != "none"
+    return bool(context.pre_scripts or context.post_scripts or data or extras.tools)
+
+
+def script_command(spec: ModelSpec, args: str | None = None) -> list[str]:
+    """madengine's `bash|python3 <script> <args>`, split like a shell would but run without one."""
+    script = spec.script_path
+    argv = shlex.split(spec.args if args is None else args)
+    if script.is_dir():
+        return ["bash", "run.sh", *argv]
+    interpreter = "python3" if script.suffix == ".py" else "bash"
+    return [interpreter, script.name, *argv]
+
+
+def data_lines(data: DataChoice, files: dict[str, Path | bytes], root: Path) -> list[str]:
+    """Make MAD_DATAHOME, run a custom provider's script there (madengine's limit), and report the
+    size and the time taken on one line the run's log carries."""
+    lines = ['mkdir -p "$MAD_DATAHOME"', "here=$(pwd)", "start=$(date +%s)"]
+    if data.provider == "custom":
+        source = root / data.path
+        name = f"{STEPS_DIR}/data_{source.name}"
+        files[name] = source
+        command = f'timeout {CUSTOM_TIMEOUT_S} bash "$script" {shlex.join(shlex.split(data.args))}'.rstrip()
+        banner = shlex.quote(f"=== data {data.name} (custom)")
+        lines += [f'script="$here"/{shlex.quote(name)}', f'echo {banner}; (cd "$MAD_DATAHOME" && {command}) || exit $?']
+    lines.append(
+        f'echo "{DATA_LINE} duration=$(( $(date +%s) - start )) '
+        'size=$(timeout 60 du -sh "$MAD_DATAHOME" 2>/dev/null | cut -f1)"'
+    )
+    return lines
+
+
+def step_files(spec: ModelSpec, context: RunContext, extras: Extras = Extras()) -> dict[str, Path | bytes]:
+    """The steps' scripts copied into the run directory (as madengine's `cp -vLR`), and the driver.
+    Order as madengine's: tool pre scripts (the last tool's first), the context's, the data, the
+    model behind the tools' commands, the context's post scripts, then each tool's in order."""
+    if not has_steps(context, extras):
+        return {}
+    files: dict[str, Path | bytes] = {}
+    lines = ["#!/bin/sh", "# written by pytest-madengine: pre scripts, data, the model, post scripts"]
+
+    def step_line(kind: str, source: Path, args: str, what: str) -> str:
+        if not source.exists():
+            raise ContextError(f"{what} path {source} does not exist")
+        name = f"{STEPS_DIR}/{kind}{len(files)}_{source.name}"  # own folder: no clash with the model's files
+        files[name] = source
+        words = ["bash", name, *shlex.split(args)]
+        return f"echo {shlex.quote(f'=== {kind} script {source.name}')}; {shlex.join(words)}"
+
+    def context_line(kind: str, step: Step) -> str:
+        return step_line(kind, spec.root / step.path, step.args, f"{kind}_scripts")
+
+    def tool_line(kind: str, tool: Tool, step: ToolStep) -> str:
+        return step_line(kind, step.path, step.args, f"tool {tool.name}'s {kind}_scripts")
+
+    if extras.tools:
+        lines.append(f"mkdir -p {OUTPUT_DIR}")
+    pre = [tool_line("pre", t, s) for t in reversed(extras.tools) for s in t.pre_scripts]
+    pre += [context_line("pre", step) for step in context.pre_scripts]
+    lines.extend(line + " || exit $?" for line in pre)
+    if extras.data is not None and extras.data.provider != "none":
+        lines.extend(data_lines(extras.data, files, spec.root))
+    lines.append(wrap_command(shlex.join(script_command(spec, context.model_args)), extras.tools))
+    lines.append("status=$?")
+    lines.extend(context_line("post", step) for step in context.post_scripts)
+    lines.extend(tool_line("post", t, s) for t in extras.tools for s in t.post_scripts)
+    lines.append('exit "$status"')
+    files[DRIVER] = ("\n".join(lines) + "\n").encode()
+    return files
