@@ -50,6 +50,9 @@ def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
     if runtime.settings.manifest is not None:
         record.image = image_from_manifest(runtime, request.node.name, record)
         return record.image
+    if runtime.settings.context.container_image:
+        record.image = given_image(runtime, runtime.settings.context.container_image)
+        return record.image
     if record.dockerfile is None:  # skipped at collection, unless pytest's skipping plugin is off
         pytest.skip(f"no Dockerfile matching {record.spec.dockerfile}.* for {record.arch}")
     hook_args = request.node.ihook.pytest_madengine_build_args(spec=record.spec, arch=record.arch)
@@ -67,6 +70,23 @@ def madengine_image(request: pytest.FixtureRequest) -> BuiltImage:
         image = runtime.builder().publish_once(image, push)
     record.image = image
     return image
+
+
+def given_image(runtime: Runtime, tag: str) -> BuiltImage:
+    """The context's MAD_CONTAINER_IMAGE, as it is here: nothing is built."""
+    try:
+        local = runtime.client().images.get(tag)
+    except docker.errors.ImageNotFound:
+        raise ManifestError(f"MAD_CONTAINER_IMAGE {tag} is not here: pull or build it first") from None
+    return BuiltImage(
+        tag=tag,
+        image_id=local.id or "",
+        build_duration=0.0,
+        reused=True,
+        log_path="",
+        base_docker=tag,
+        docker_sha=local.id or "",
+    )
 
 
 def image_from_manifest(runtime: Runtime, item_name: str, record: ItemRecord) -> BuiltImage:

@@ -66,8 +66,10 @@ class ModelsFile(PlainCollectErrors, pytest.File):
             try:
                 found = dockerfiles.candidates(entry)
             except ModelsFileError as exc:
-                yield InvalidModel.from_parent(self, name=entry.name, message=str(exc))
-                continue
+                if not settings.context.container_image:  # with it, no Dockerfile is needed
+                    yield InvalidModel.from_parent(self, name=entry.name, message=str(exc))
+                    continue
+                found = []
             for arch, ctx in contexts:
                 key = (entry.root, entry.dockerfile, arch)
                 if key not in chosen:
@@ -76,6 +78,9 @@ class ModelsFile(PlainCollectErrors, pytest.File):
 
     def _items(self, spec: ModelSpec, arch: str, ctx: dict[str, str], chosen: list[Dockerfile]) -> Iterator[ModelItem]:
         """One item per chosen Dockerfile; none chosen: one item, skipped, that says why."""
+        if not chosen and self._shared.runtime.settings.context.container_image:
+            yield self._item(ItemRecord(spec, arch, None), arch, skip_reason(spec, arch, self._shared.runtime))
+            return
         if not chosen:
             wanted = ", ".join(f"{k}={v}" for k, v in ctx.items())
             reason = f"no Dockerfile matching {spec.dockerfile}.* has a # CONTEXT for {wanted}"

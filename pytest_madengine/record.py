@@ -14,7 +14,7 @@ from typing import Any
 
 from .engine.executor import RunHandle
 from .engine.images import BuiltImage
-from .engine.steps import DATA_LINE
+from .engine.steps import DATA_LINE, GIT_LINE
 from .errors import MadengineError
 from .gpus.lease import Lease
 from .report.baseline import Gate
@@ -26,6 +26,7 @@ from .zoo.data import DataChoice
 from .zoo.dockerfiles import Dockerfile
 from .zoo.models import ModelSpec
 
+GIT_RE = re.compile(rf"^{re.escape(GIT_LINE)} ([0-9a-f]{{7,64}})", re.MULTILINE)
 DATA_RE = re.compile(rf"^{re.escape(DATA_LINE)} duration=(\d+) size=(\S*)", re.MULTILINE)
 
 
@@ -67,8 +68,13 @@ class ItemRecord:
             build_duration=image.build_duration if image else 0.0,
             test_duration=self.run.outcome.duration if self.run else 0.0,
             additional_docker_run_options=str(self.spec.extra.get("additional_docker_run_options", "")),
+            git_commit=self._from_log(GIT_RE),
             **self._data_facts(),
         )
+
+    def _from_log(self, pattern: re.Pattern[str]) -> str:
+        found = pattern.search(self.run.outcome.log) if self.run is not None else None
+        return found.group(1) if found else ""
 
     def _data_facts(self) -> dict[str, str]:
         """dataname and its provider; the size and preparation time from the run's log."""

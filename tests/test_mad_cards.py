@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import docker
 import pytest
-from zoo import Zoo, read_perf, wait_until
+from zoo import EngineEvents, Zoo, read_perf, wait_until
 
 GPUS = ("--madengine-arch", "gfx942", "--madengine-gpus", "0-3")
 
@@ -279,3 +282,76 @@ def test_an_unknown_tool_is_a_usage_error_listing_the_known_ones(pytester: pytes
     result.stderr.fnmatch_lines(
         ["*--madengine-tools: unknown tool nosuch; known: nsys, rocm-smi, rocprof, rocprofv3, rpd"]
     )
+
+
+def git_image(zoo: Zoo) -> None:
+    """docker/withgit: the base image plus this host's git (its binary and shared libraries)."""
+    git = Path(shutil.which("git") or "git").resolve()
+    bits = zoo.root / "docker" / "gitbits"
+    (bits / "libs").mkdir(parents=True)
+    shutil.copy2(git, bits / "git")
+    lines = ["FROM pytest-madengine/busybox:latest", "COPY gitbits/git /usr/bin/git"]
+    for line in subprocess.run(["ldd", str(git)], capture_output=True, text=True, check=True).stdout.splitlines():
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            shutil.copy2(path, bits / "libs" / Path(path).name)
+            lines.append(f"COPY gitbits/libs/{Path(path).name} {path}")
+    lines.append("RUN ln -s git /usr/bin/git-upload-pack")
+    zoo.dockerfile("withgit", body="\n".join(lines) + "\n")
+
+
+def bare_repo(where: Path) -> str:
+    """A bare repository holding one commit with train.py; its commit id."""
+    work = where / "work"
+    work.mkdir(parents=True)
+    (work / "train.py").write_text("print('from the repo')\n")
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@x",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@x",
+    }
+    for command in (["init", "-q"], ["add", "train.py"], ["commit", "-qm", "model"]):
+        subprocess.run(["git", "-C", str(work), *command], check=True, env=env)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(where / "model.git")], check=True)
+    return subprocess.run(
+        ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def test_a_card_with_a_url_runs_in_its_clone(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    git_image(zoo)
+    commit = bare_repo(pytester.path / "repos")
+    zoo.script("m/run.sh", '#!/bin/bash\necho "cwd: $(pwd)"\ncat train.py\necho "performance: 3 clones"\n')
+    zoo.script("nogit/run.sh")
+    mount = f"-v {pytester.path / 'repos'}:/repos:ro"
+    zoo.models(
+        [
+            zoo.model("m", dockerfile="docker/withgit", url="/repos/model.git", additional_docker_run_options=mount),
+            zoo.model("nogit", url="/repos/model.git", additional_docker_run_options=mount),
+        ]
+    )
+    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", "-rA", timeout=300)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["cwd: /myworkspace/model.git", "print('from the repo')"])
+    result.stdout.fnmatch_lines(["*the card has a url, and git is not in the image*"])
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert (rows["m"]["status"], rows["m"]["git_commit"]) == ("SUCCESS", commit)
+    assert (rows["nogit"]["status"], rows["nogit"]["reason"]) == ("FAILURE", "exit code 127")
+
+
+def test_mad_container_image_runs_that_image_and_builds_nothing(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m", dockerfile="docker/not-there")])  # no Dockerfile is needed
+    context = json.dumps({"MAD_CONTAINER_IMAGE": "pytest-madengine/busybox:latest"})
+    with EngineEvents(docker_client, {"type": ["image"]}) as events:
+        result = pytester.runpytest_subprocess(
+            *GPUS, "--madengine-perf-csv", "perf.csv", "--madengine-context", context, timeout=300
+        )
+    result.assert_outcomes(passed=1)
+    names = [str(e.get("Actor", {}).get("Attributes", {}).get("name", "")) for e in events.events]
+    assert [n for n in names if "not-there" in n] == []  # no image of this model was tagged (built)
+    assert read_perf(pytester.path / "perf.csv")[0]["docker_image"] == "pytest-madengine/busybox:latest"

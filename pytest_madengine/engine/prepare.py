@@ -128,7 +128,7 @@ def prepare_run(
     script = spec.script_path
     return PreparedRun(
         image=image,
-        command=DRIVER_COMMAND if has_steps(context) else tuple(script_command(spec, context.model_args)),
+        command=DRIVER_COMMAND if has_steps(context, url=spec.url) else tuple(script_command(spec, context.model_args)),
         environment=dict(environment),
         gpus=lease,
         labels=who.labels(),
@@ -166,7 +166,7 @@ def with_extras(run: PreparedRun, spec: ModelSpec, context: RunContext, extras: 
         for tool in extras.tools:
             environment.update(tool.env_vars)
         environment.update(context.docker_env_vars)  # the context's still win
-    if not has_steps(context, extras):
+    if not has_steps(context, extras, spec.url):
         return replace(run, environment=environment, run_options=options)
     workspace = replace(run.workspace, extra=step_files(spec, context, extras))
     return replace(run, command=DRIVER_COMMAND, environment=environment, run_options=options, workspace=workspace)

@@ -17,6 +17,7 @@ DRIVER = "madengine_steps.sh"
 STEPS_DIR = "madengine_steps"
 DRIVER_COMMAND = ("sh", DRIVER)
 DATA_LINE = "madengine-data:"  # the driver's line with the data's size and preparation time
+GIT_LINE = "madengine-git:"  # the driver's line with the cloned commit
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,25 @@ class Extras:
     tools: tuple[Tool, ...] = ()
 
 
-def has_steps(context: RunContext, extras: Extras = Extras()) -> bool:
+def has_steps(context: RunContext, extras: Extras = Extras(), url: str = "") -> bool:
     data = extras.data is not None and extras.data.provider != "none"
-    return bool(context.pre_scripts or context.post_scripts or data or extras.tools)
+    return bool(context.pre_scripts or context.post_scripts or data or extras.tools or url)
+
+
+def clone_lines(url: str) -> list[str]:
+    """madengine's `url`: clone into /myworkspace/<basename(url)>, report the commit, bring the
+    submodules, copy the card's own files over the clone (its `cp -vLR`), and run from there."""
+    folder = shlex.quote(f"/myworkspace/{url.rstrip('/').rsplit('/', 1)[-1] or 'repo'}")
+    return [
+        "command -v git >/dev/null 2>&1 || "
+        '{ echo "pytest-madengine: the card has a url, and git is not in the image" >&2; exit 127; }',
+        "src=$(pwd)",
+        f"git clone --quiet -- {shlex.quote(url)} {folder} || exit $?",
+        f"cd {folder} || exit $?",
+        f'echo "{GIT_LINE} $(git rev-parse HEAD)"',
+        "if [ -f .gitmodules ]; then git submodule update --init --recursive --quiet || exit $?; fi",
+        'cp -RL "$src"/. . || exit $?',
+    ]
 
 
 def script_command(spec: ModelSpec, args: str | None = None) -> list[str]:
@@ -64,10 +81,12 @@ def step_files(spec: ModelSpec, context: RunContext, extras: Extras = Extras()) 
     """The steps' scripts copied into the run directory (as madengine's `cp -vLR`), and the driver.
     Order as madengine's: tool pre scripts (the last tool's first), the context's, the data, the
     model behind the tools' commands, the context's post scripts, then each tool's in order."""
-    if not has_steps(context, extras):
+    if not has_steps(context, extras, spec.url):
         return {}
     files: dict[str, Path | bytes] = {}
-    lines = ["#!/bin/sh", "# written by pytest-madengine: pre scripts, data, the model, post scripts"]
+    lines = ["#!/bin/sh", "# written by pytest-madengine: clone, pre scripts, data, the model, post scripts"]
+    if spec.url:
+        lines.extend(clone_lines(spec.url))
 
     def step_line(kind: str, source: Path, args: str, what: str) -> str:
         if not source.exists():

@@ -28,6 +28,7 @@ class RowFacts:
     build_duration: float = 0.0
     test_duration: float = 0.0
     additional_docker_run_options: str = ""
+    git_commit: str = ""
     dataname: str = ""
     data_provider_type: str = ""
     data_size: str = ""
@@ -51,7 +52,7 @@ def perf_row(result: Result, facts: RowFacts, judged: Gate | None = None) -> dic
         "base_docker": facts.base_docker,
         "docker_sha": facts.docker_sha,
         "docker_image": facts.docker_image,
-        "git_commit": "",
+        "git_commit": facts.git_commit,
         "machine_name": socket.gethostname(),
         "deployment_type": os.environ.get("MAD_DEPLOYMENT_TYPE", "local"),
         "launcher": os.environ.get("MAD_LAUNCHER", "docker"),

@@ -21,6 +21,7 @@ KNOWN = frozenset(
         "distributed",
         "tools",
         "data",
+        "MAD_CONTAINER_IMAGE",
         "gpu_vendor",
         "guest_os",
         "model_args",
@@ -47,6 +48,7 @@ class RunContext:
     docker_build_arg: dict[str, str] = field(default_factory=dict)
     docker_gpus: str | None = None
     docker_cpus: str | None = None  # a cpuset for every container
+    container_image: str | None = None  # MAD_CONTAINER_IMAGE: run this image, build nothing
     gpu_vendor: str | None = None
     guest_os: str | None = None
     model_args: str | None = None
@@ -130,6 +132,7 @@ def build_context(option: str | None, file: Path | None) -> RunContext:
         docker_build_arg=_str_map(merged, "docker_build_arg"),
         docker_gpus=_optional_str(merged, "docker_gpus"),
         docker_cpus=_optional_str(merged, "docker_cpus"),
+        container_image=_optional_str(merged, "MAD_CONTAINER_IMAGE"),
         gpu_vendor=(_optional_str(merged, "gpu_vendor") or "").upper() or None,
         guest_os=(_optional_str(merged, "guest_os") or "").upper() or None,
         model_args=model_args,
