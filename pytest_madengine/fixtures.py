@@ -10,7 +10,7 @@ from dataclasses import replace
 import docker.errors
 import pytest
 
-from .engine.build_args import build_request
+from .engine.build_args import build_request, clone_credentials
 from .engine.executor import RunHandle
 from .engine.images import BuiltImage
 from .engine.prepare import (
@@ -169,6 +169,7 @@ def madengine_container(
         environ=dict(os.environ),
     )
     environment = model_environment(spec, record.arch, madengine_gpus, settings.context, host)
+    environment.update(clone_credentials(spec, settings.credential_file))
     record.data = data = choose(spec, runtime.data_table(spec.root))
     if data is not None and data.provider == "none" and data.name not in runtime.warned_data:
         runtime.warned_data.add(data.name)

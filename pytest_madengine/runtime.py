@@ -17,6 +17,7 @@ import docker.errors
 import pytest
 import requests.exceptions
 
+from .engine.build_args import GIT_PASSWORD_ENV, GIT_USER_ENV
 from .engine.client import Connection
 from .engine.executor import Executor
 from .engine.images import ImageBuilder
@@ -121,7 +122,7 @@ class Runtime:
                 os.environ.get("DOCKER_HOST"),
                 self.escaping_links,
                 self.security_options,
-                self.settings.secrets.keys(),
+                [*self.settings.secrets, GIT_USER_ENV, GIT_PASSWORD_ENV],
             )
         return self._executor
 

@@ -48,8 +48,27 @@ def build_request(
     )
 
 
+GIT_USER_ENV, GIT_PASSWORD_ENV = "MAD_GIT_USERNAME", "MAD_GIT_PASSWORD"
+
+
+def clone_credentials(spec: ModelSpec, credential_file: Path | None) -> dict[str, str]:
+    """A url card's `cred` as the environment the driver's git credential helper reads (the secret
+    is never on a command line or in a log): username, and password or token."""
+    cred = str(spec.extra.get("cred", "") or "")
+    if not spec.url or not cred:
+        return {}
+    entry = _credential_entry(spec, cred, credential_file)
+    secret = str(entry.get("password", entry.get("token", "")))
+    return {GIT_USER_ENV: str(entry.get("username", "")), GIT_PASSWORD_ENV: secret}
+
+
 def cred_build_args(spec: ModelSpec, cred: str, credential_file: Path | None) -> dict[str, str]:
     """madengine's `cred`: each key of credential.json's entry becomes build arg `<CRED>_<KEY>`."""
+    entry = _credential_entry(spec, cred, credential_file)
+    return {f"{cred}_{key.upper()}": str(value) for key, value in entry.items()}
+
+
+def _credential_entry(spec: ModelSpec, cred: str, credential_file: Path | None) -> dict[str, Any]:
     entries: dict[str, Any] = {}
     if credential_file is not None and credential_file.is_file():
         try:
@@ -61,4 +80,4 @@ def cred_build_args(spec: ModelSpec, cred: str, credential_file: Path | None) ->
         raise ModelsFileError(
             f"{spec.source}: model '{spec.name}': field 'cred' names {cred!r}, which {credential_file} does not hold"
         )
-    return {f"{cred}_{key.upper()}": str(value) for key, value in entry.items()}
+    return entry

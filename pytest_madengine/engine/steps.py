@@ -33,15 +33,22 @@ def has_steps(context: RunContext, extras: Extras = Extras(), url: str = "") -> 
     return bool(context.pre_scripts or context.post_scripts or data or extras.tools or url)
 
 
+# Answers git's credential questions from the environment (set from the card's `cred`), so the
+# secret is in no command line and no log.
+CREDENTIAL_HELPER = '!f() { echo "username=$MAD_GIT_USERNAME"; echo "password=$MAD_GIT_PASSWORD"; }; f'
+
+
 def clone_lines(url: str) -> list[str]:
     """madengine's `url`: clone into /myworkspace/<basename(url)>, report the commit, bring the
     submodules, copy the card's own files over the clone (its `cp -vLR`), and run from there."""
     folder = shlex.quote(f"/myworkspace/{url.rstrip('/').rsplit('/', 1)[-1] or 'repo'}")
+    helper = shlex.quote(f"credential.helper={CREDENTIAL_HELPER}")
     return [
         "command -v git >/dev/null 2>&1 || "
         '{ echo "pytest-madengine: the card has a url, and git is not in the image" >&2; exit 127; }',
         "src=$(pwd)",
-        f"git clone --quiet -- {shlex.quote(url)} {folder} || exit $?",
+        f'if [ -n "${{MAD_GIT_PASSWORD:-}}" ]; then set -- -c {helper}; else set --; fi',
+        f'git "$@" clone --quiet -- {shlex.quote(url)} {folder} || exit $?',
         f"cd {folder} || exit $?",
         f'echo "{GIT_LINE} $(git rev-parse HEAD)"',
         "if [ -f .gitmodules ]; then git submodule update --init --recursive --quiet || exit $?; fi",
