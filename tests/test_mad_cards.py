@@ -30,6 +30,8 @@ echo "uid: $(id -u) cwd: $(pwd)"
 echo "nofile: $(ulimit -n)"
 echo "env: CARD_ENV=$CARD_ENV runner=[$MAD_MULTI_NODE_RUNNER] guest=$MAD_GUEST_OS rocm=$ROCM_PATH"
 echo "hidden: [${HIP_VISIBLE_DEVICES-unset}] [${CUDA_VISIBLE_DEVICES-unset}]"
+echo "passed: NCCL_DEBUG=$NCCL_DEBUG MASTER_PORT=$MASTER_PORT"
+echo "cpus: $(grep Cpus_allowed_list /proc/self/status | cut -f2)"
 echo "mount: $(grep ' /card_data ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
 echo "device: $(test -c /dev/card_null && echo yes || echo no)"
 cat /card_data/f.txt 2>/dev/null
@@ -71,12 +73,16 @@ def test_a_card_gets_madengines_defaults_and_its_own_run_options(
     zoo.models(
         [
             zoo.model("card", n_gpus=2, additional_docker_run_options=options),
-            zoo.model("plain", n_gpus=1, distributed={"launcher": "deepspeed"}),
+            zoo.model("plain", n_gpus=1),
         ]
     )
     monkeypatch.setenv("HIP_VISIBLE_DEVICES", "3")  # host ids: never passed in
     monkeypatch.setenv("NCCL_DEBUG", "INFO")
-    result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", "-rA", timeout=300)
+    monkeypatch.setenv("MASTER_PORT", "29511")
+    context = json.dumps({"docker_cpus": "0"})
+    result = pytester.runpytest_subprocess(
+        *GPUS, "--madengine-perf-csv", "perf.csv", "-rA", "--madengine-context", context, timeout=300
+    )
     result.assert_outcomes(passed=2)
     card, plain = seen(result.outlines, "card"), seen(result.outlines, "plain")
     host_ipc, host_net = os.readlink("/proc/self/ns/ipc"), os.readlink("/proc/self/ns/net")
@@ -88,6 +94,8 @@ def test_a_card_gets_madengines_defaults_and_its_own_run_options(
         assert capability(got["caps"], SYS_PTRACE) and capability(got["caps"], SYS_ADMIN)
         assert got["uid"].startswith("0 ")
         assert got["hidden"] == "[unset] [unset]"
+        assert got["passed"] == "NCCL_DEBUG=INFO MASTER_PORT=29511"
+        assert got["cpus"] == "0"  # the context's docker_cpus
     # The card's own options on top.
     assert card["shm"] == str(1024 * 1024)
     assert card["nofile"] == "4096"
@@ -97,8 +105,8 @@ def test_a_card_gets_madengines_defaults_and_its_own_run_options(
         card["env"]
         == "CARD_ENV=from-card runner=[torchrun --standalone --nproc_per_node=2] guest=UBUNTU rocm=/opt/rocm"
     )
-    # Each model's launcher from its own lease and card (madengine reuses the first model's).
-    assert plain["env"].startswith("CARD_ENV= runner=[deepspeed --num_gpus=1]")
+    # Each model's launcher from its own lease (madengine reuses the first model's for all).
+    assert plain["env"].startswith("CARD_ENV= runner=[torchrun --standalone --nproc_per_node=1]")
     rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
     assert rows["card"]["additional_docker_run_options"] == options
 
