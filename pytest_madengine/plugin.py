@@ -225,6 +225,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_report_header(config: pytest.Config) -> list[str]:
     runtime: Runtime = config.stash[RUNTIME_KEY]
     lines = [runtime.detection.header_line(), runtime.pool.describe()]
+    if _runs_tests(config):
+        lines.append(f"madengine logs: {runtime.settings.log_dir} (each model's run log fills as it runs: tail -f)")
     if runtime.detection.driver_version:
         lines.append(f"madengine driver: {runtime.detection.driver_version}")
     lines.extend(f"madengine GPU detection warning: {w}" for w in runtime.detection.warnings)
