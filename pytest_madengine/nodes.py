@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -18,7 +19,7 @@ from .record import ItemRecord
 from .runtime import RUNTIME_KEY, Runtime
 from .settings import Settings
 from .zoo.archs import skipped_arch, vendor_of
-from .zoo.dockerfiles import Dockerfile, DockerfileCache, select
+from .zoo.dockerfiles import Dockerfile, DockerfileCache, left_out, select
 from .zoo.models import ModelsFileError, ModelSpec, load_models, unused_fields
 
 MARKER_DOC = "models.json tag"
@@ -59,22 +60,33 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         chosen: dict[tuple[Path, str, str], list[Dockerfile]] = {}  # per (root, prefix, arch)
         entries: list[tuple[int, ModelSpec | tuple[str, str]]] = [(s.lineno, s) for s in loaded.specs]
         entries += [(line, (name, message)) for name, line, message in loaded.errors]
-        for _, entry in sorted(entries, key=lambda pair: pair[0]):
+        for line, entry in sorted(entries, key=lambda pair: pair[0]):
             if isinstance(entry, tuple):
-                yield InvalidModel.from_parent(self, name=entry[0], message=entry[1])
+                yield from self._broken(entry[0], line, entry[1], contexts)
                 continue
             try:
                 found = dockerfiles.candidates(entry)
             except ModelsFileError as exc:
                 if not settings.context.container_image:  # with it, no Dockerfile is needed
-                    yield InvalidModel.from_parent(self, name=entry.name, message=str(exc))
+                    yield from self._broken(entry.name, line, str(exc), contexts)
                     continue
                 found = []
+            _warn_left_out(found, runtime)
             for arch, ctx in contexts:
                 key = (entry.root, entry.dockerfile, arch)
                 if key not in chosen:
                     chosen[key] = select(found, ctx)
                 yield from self._items(entry, arch, ctx, chosen[key])
+
+    def _broken(
+        self, name: str, line: int, message: str, contexts: list[tuple[str, dict[str, str]]]
+    ) -> Iterator[ModelItem]:
+        """A card that cannot become a model: one item per arch that errors at setup with the message
+        (so `-k`, `-m` and --madengine-tags deselect it like any other), and a collection warning."""
+        warnings.warn(pytest.PytestCollectionWarning(f"broken card: {message}"), stacklevel=1)
+        spec = ModelSpec(name=name, source=self.path, lineno=line, root=self.path.parent, dockerfile="", scripts="")
+        for arch, _ in contexts:
+            yield self._item(ItemRecord(spec, arch, None, broken=message), arch, "")
 
     def _items(self, spec: ModelSpec, arch: str, ctx: dict[str, str], chosen: list[Dockerfile]) -> Iterator[ModelItem]:
         """One item per chosen Dockerfile; none chosen: one item, skipped, that says why."""
@@ -106,6 +118,20 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         # The computed info is shared; the list of names is the item's own, as a conftest may add to it.
         item.fixturenames = list(item.fixturenames)
         return item
+
+
+def _warn_left_out(found: Sequence[Dockerfile], runtime: Runtime) -> None:
+    """One collection warning per Dockerfile that no arch can get for want of a usable header."""
+    for dockerfile in left_out(list(found)):
+        if dockerfile.path not in runtime.warned_dockerfiles:
+            runtime.warned_dockerfiles.add(dockerfile.path)
+            warnings.warn(
+                pytest.PytestCollectionWarning(
+                    f"{dockerfile.path}: left out: {dockerfile.header_problem} "
+                    "(name it <prefix>.<os>.<vendor>.Dockerfile or give it a header)"
+                ),
+                stacklevel=1,
+            )
 
 
 def _warn_unused_fields(path: Path, specs: Sequence[ModelSpec], runtime: Runtime) -> None:
@@ -161,17 +187,6 @@ class CollectError(MadengineError):
     """A models.json problem shown as a one-line collection error, without a traceback."""
 
 
-class InvalidModel(PlainCollectErrors):
-    """A bad entry: its own collection error, so the good entries beside it still collect."""
-
-    def __init__(self, *, message: str, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.message = message
-
-    def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        raise CollectError(self.message)
-
-
 class ModelItem(pytest.Function):
     """One model on one arch with one Dockerfile; a Function calling `model_test` with the item's fixtures."""
 
@@ -201,8 +216,29 @@ class ModelItem(pytest.Function):
         """Tag selection's `name=value` tags: arguments for this run of the model."""
         self.record.spec = replace(self.record.spec, args=self.record.spec.args + extra_args)
 
+    def variant(self, extra_args: str) -> ModelItem:
+        """The same model once more with other selected args: its own item, its id naming the args."""
+        tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", extra_args.strip().replace("--", "")).strip("_") or "args"
+        name = f"{self.name[:-1]}-{tag}]"
+        record = ItemRecord(replace(self.spec, args=self.spec.args + extra_args), self.arch, self.dockerfile)
+        assert isinstance(self.parent, pytest.Collector)
+        item = ModelItem.from_parent(
+            self.parent, name=name, record=record, marks=[pytest.MarkDecorator(m) for m in self.own_markers]
+        )
+        return item
+
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.spec.source, self.spec.lineno, self.name
+
+
+def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]]) -> list[pytest.Item]:
+    """The item with its first selection's args, then one more item per further selection."""
+    if not isinstance(item, ModelItem) or item.spec.name not in chosen:
+        return [item]
+    first, *others = chosen[item.spec.name]
+    variants = [item.variant(args) for args in others]
+    item.select_args(first)
+    return [item, *variants]
 
 
 def skip_reason(spec: ModelSpec, arch: str, runtime: Runtime) -> str:

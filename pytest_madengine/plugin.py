@@ -14,12 +14,14 @@ from .engine.client import DockerUnavailable
 from .errors import MadengineError
 from .fixtures import madengine_container, madengine_gpus, madengine_image
 from .gpus.detect import Detection, detect_gpus
-from .nodes import ModelItem, ModelsFile
+from .nodes import ModelItem, ModelsFile, with_selected_args
+from .options import addoption
+from .record import InvalidCard
 from .report.baseline import BaselineError
 from .report.perfcsv import PerfCsvError, check_writable
 from .reporting import ManifestWriter, PerfCsvWriter, ResultsCollector, conclude
 from .runtime import RUNTIME_KEY, Runtime, pool_of
-from .settings import Settings, addoption, read_settings
+from .settings import Settings, read_settings
 from .zoo.tags import TagError, parse_selectors, select
 from .zoo.tools import ToolsError, select_tools
 
@@ -203,13 +205,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except TagError as exc:
             raise pytest.UsageError(str(exc)) from None
         deselected = [m for m in models if m.spec.name not in chosen]
-        for model in models:
-            if chosen.get(model.spec.name):
-                model.select_args(chosen[model.spec.name])
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             dropped = {id(item) for item in deselected}
             items[:] = [item for item in items if id(item) not in dropped]
+        items[:] = [variant for item in items for variant in with_selected_args(item, chosen)]
     if not _is_worker(config):
         return
     pool = config.stash[RUNTIME_KEY].pool.size
@@ -263,6 +263,8 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if isinstance(item, ModelItem):
         item.record.start_over()
+        if item.record.broken:
+            raise InvalidCard(item.record.broken)
 
 
 @pytest.hookimpl(wrapper=True)

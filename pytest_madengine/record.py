@@ -30,6 +30,12 @@ GIT_RE = re.compile(rf"^{re.escape(GIT_LINE)} ([0-9a-f]{{7,64}})", re.MULTILINE)
 DATA_RE = re.compile(rf"^{re.escape(DATA_LINE)} duration=(\d+) size=(\S*)", re.MULTILINE)
 
 
+class InvalidCard(MadengineError):
+    """A models.json entry that cannot become a model: its item errors with the message."""
+
+    perf_reason = "invalid model"
+
+
 class ModelFailure(MadengineError):
     """The model ran and failed; the message is what the user needs, with the log tail."""
 
@@ -46,6 +52,7 @@ class ItemRecord:
     gates: tuple[Gate, ...] = ()  # one per result, when a baseline was given
     call_failed: bool = False  # the call raised: --madengine-keep-containers on-failure keeps it
     data: DataChoice | None = None  # the card's data and its provider, once the run is prepared
+    broken: str = ""  # why the card cannot become a model: its item errors at setup with this
 
     @property
     def dockerfile_name(self) -> str:

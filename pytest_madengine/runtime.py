@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ import requests.exceptions
 from .engine.build_args import GIT_PASSWORD_ENV, GIT_USER_ENV
 from .engine.client import Connection
 from .engine.executor import Executor
-from .engine.images import ImageBuilder
+from .engine.images import BuildPolicy, ImageBuilder
 from .engine.local import LocalDocker
-from .engine.registry import Credentials, Registry, find_credentials
+from .engine.registry import Credentials, Registry, RegistryError, find_credentials, registry_host
+from .engine.registry import pull as pull_image
 from .engine.workspace import escaping_links
 from .gpus.allocator import GpuAllocator, Scheduling
 from .gpus.detect import Detection, detect_gpus
@@ -58,6 +60,7 @@ class Runtime:
     _security_options: list[str] | None = None
     _image_env: dict[str, list[str]] = field(default_factory=dict)
     warned_fields: set[str] = field(default_factory=set)  # unused models.json fields already named
+    warned_dockerfiles: set[Path] = field(default_factory=set)  # left out for want of a header, already named
     warned_data: set[str] = field(default_factory=set)  # data names without a provider, already named
     _data_tables: dict[Path, dict[str, Any]] = field(default_factory=dict)
     _tools: dict[Path, tuple[Tool, ...]] = field(default_factory=dict)
@@ -132,15 +135,20 @@ class Runtime:
 
     def builder(self) -> ImageBuilder:
         if self._builder is None:
-            self._builder = ImageBuilder(
-                self.client(),
-                self.shared_dir,
-                self.settings.log_dir,
-                run_id=self.run_id,
-                rebuild=self.settings.rebuild,
-                progress=self.progress,
-            )
+            pull = self._pull_base if self.settings.pull else None
+            policy = BuildPolicy(rebuild=self.settings.rebuild, pull=pull, progress=self.progress)
+            self._builder = ImageBuilder(self.client(), self.shared_dir, self.settings.log_dir, self.run_id, policy)
         return self._builder
+
+    def _pull_base(self, reference: str) -> None:
+        """--madengine-pull: the base refreshed from its registry (with credentials when we have some);
+        a base that cannot be pulled (a local-only image) is used as it is, with a warning."""
+        tagged = reference if ":" in reference.rsplit("/", 1)[-1] or "@" in reference else f"{reference}:latest"
+        credentials = find_credentials(registry_host(tagged), credential_file=self.settings.credential_file)
+        try:
+            pull_image(self.client(), tagged, tagged, credentials)
+        except RegistryError as exc:
+            warnings.warn(f"pytest-madengine: --madengine-pull: {exc}; using the local {reference}", stacklevel=1)
 
     def escaping_links(self, scripts_root: Path) -> list[Path]:
         """workspace.escaping_links, walked once per tree and process rather than once per item."""

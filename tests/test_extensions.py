@@ -211,12 +211,12 @@ def spec(name: str, tags: tuple[str, ...] = ()) -> ModelSpec:
 
 def test_tag_selection_units() -> None:
     specs = [spec("dummy", ("dummies", "dummy_group_1")), spec("dummy2/model2", ("dummies",)), spec("other")]
-    assert select(specs, parse_selectors(["dummy_group_1"])) == {"dummy": ""}
-    assert select(specs, parse_selectors(["dummy:batch-size=32"])) == {"dummy": " --batch-size 32"}
+    assert select(specs, parse_selectors(["dummy_group_1"])) == {"dummy": [""]}
+    assert select(specs, parse_selectors(["dummy:batch-size=32"])) == {"dummy": [" --batch-size 32"]}
     assert set(select(specs, parse_selectors(["all"]))) == {"dummy", "dummy2/model2", "other"}
-    assert select(specs, parse_selectors(["dummy2/dummies"])) == {"dummy2/model2": ""}
+    assert select(specs, parse_selectors(["dummy2/dummies"])) == {"dummy2/model2": [""]}
     assert select(specs, parse_selectors(["dummy2/model2:batch-size=32:lr=0.1"])) == {
-        "dummy2/model2": " --batch-size 32 --lr 0.1"
+        "dummy2/model2": [" --batch-size 32 --lr 0.1"]
     }
     assert select(specs, parse_selectors(["dummies,other"])).keys() == {"dummy", "dummy2/model2", "other"}
     with pytest.raises(TagError, match="'nothing' matches no model"):

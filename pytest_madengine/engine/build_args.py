@@ -42,7 +42,7 @@ def build_request(
     args.update(sources.cli_args)
     return BuildRequest(
         dockerfile=dockerfile,
-        context_dir=context_dir_for(spec.root, spec.dockercontext),
+        context_dir=context_dir_for(spec.root, spec.dockercontext, dockerfile.path),
         arch=arch,
         build_args=args,
     )

@@ -21,6 +21,7 @@ from filelock import FileLock
 
 from ..errors import MadengineError
 from ..zoo.dockerfiles import Dockerfile
+from .bases import from_images
 from .labels import DOCKERFILE_LABEL, HASH_LABEL
 from .registry import RegistryError
 
@@ -70,9 +71,19 @@ class BuildRequest:
         arch = re.sub(r"[^A-Za-z0-9_.-]", "_", self.arch)
         return f"{self.dockerfile.base_name}.{arch}.{content_hash[:12]}.build.log"
 
+    def bases(self) -> list[str]:
+        """The images this build starts FROM, as the engine will resolve them."""
+        try:
+            text = self.dockerfile.path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return []
+        return from_images(text, self.build_args)
+
     @property
     def base_docker(self) -> str:
-        return self.build_args.get("BASE_DOCKER") or self.dockerfile.default_base_docker()
+        """The base actually used: the last stage's FROM, else BASE_DOCKER as madengine reports it."""
+        bases = self.bases()
+        return bases[-1] if bases else self.build_args.get("BASE_DOCKER") or self.dockerfile.default_base_docker()
 
 
 @dataclass(frozen=True)
@@ -119,34 +130,66 @@ class ImageBuildError(MadengineError):
         }
 
 
+@dataclass(frozen=True)
+class BuildPolicy:
+    """How images are made: `rebuild` ignores every cache; `pull` refreshes a base image from its
+    registry (once per session) before its identity is taken; `progress` shows build steps."""
+
+    rebuild: bool = False
+    pull: Callable[[str], None] | None = None
+    progress: Callable[[str], None] | None = None
+
+
 class ImageBuilder:
     """Session-wide build cache; `shared_dir` is common to all xdist workers of the run."""
 
     def __init__(
-        self,
-        client: docker.DockerClient,
-        shared_dir: Path,
-        log_dir: Path,
-        run_id: str,
-        rebuild: bool = False,
-        progress: Callable[[str], None] | None = None,
+        self, client: docker.DockerClient, shared_dir: Path, log_dir: Path, run_id: str, policy: BuildPolicy
     ) -> None:
         self._client = client
         self._state_dir = shared_dir / "builds"
         self._state_dir.mkdir(parents=True, exist_ok=True)
         self._log_dir = log_dir
         self._run_id = run_id
-        self._rebuild = rebuild
+        self._rebuild = policy.rebuild
+        self._pull = policy.pull
         self._memo: dict[str, BuiltImage | ImageBuildError] = {}
         self._hashes: dict[tuple[object, ...], str] = {}
-        self._progress = progress
+        self._identities: dict[str, str] = {}
+        self._progress = policy.progress
+
+    def _identity(self, reference: str) -> str:
+        """The base image as resolved here (its id), pulled first with --madengine-pull; once per
+        reference and process. A base that is not here has no id: the build will say why."""
+        if reference not in self._identities:
+            if self._pull is not None:
+                self._pull_once(reference)
+            try:
+                self._identities[reference] = self._client.images.get(reference).id or ""
+            except (docker.errors.ImageNotFound, docker.errors.APIError):
+                self._identities[reference] = f"missing:{reference}"
+        return self._identities[reference]
+
+    def _pull_once(self, reference: str) -> None:
+        """One pull per base and session, across workers; a failed pull leaves the local image as it is."""
+        assert self._pull is not None
+        state = self._state_dir / f"pull-{re.sub(r'[^A-Za-z0-9_.-]', '_', reference)}"
+        with FileLock(str(state) + ".lock"):
+            if state.with_suffix(".done").exists():
+                return
+            try:
+                self._pull(reference)
+            finally:
+                state.with_suffix(".done").write_text("")
 
     def get(self, request: BuildRequest) -> BuiltImage:
         # Hashing reads the whole build context: once per distinct request and process, not per item.
         key = (request.dockerfile.path, request.context_dir, request.arch, tuple(sorted(request.build_args.items())))
         content_hash = self._hashes.get(key)
         if content_hash is None:
-            content_hash = self._hashes[key] = request.content_hash()
+            identities = "\0".join(self._identity(base) for base in request.bases())
+            content_hash = hashlib.sha256(f"{request.content_hash()}\0bases\0{identities}".encode()).hexdigest()
+            self._hashes[key] = content_hash
         memo = self._memo.get(content_hash + request.arch)
         if memo is None:
             memo = self._get_locked(request, content_hash)
@@ -296,12 +339,30 @@ def build_args_for(arch: str, user_args: Mapping[str, str]) -> dict[str, str]:
     return args
 
 
-def context_dir_for(root: Path, dockercontext: str) -> Path:
-    """madengine's build context: the model's dockercontext, else `<root>/docker`."""
+_COPY = re.compile(r"^\s*(?:COPY|ADD)\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
+
+
+def context_dir_for(root: Path, dockercontext: str, dockerfile: Path | None = None) -> Path:
+    """madengine's build context: the card's dockercontext; else the zoo's root for a Dockerfile that
+    copies from it (MAD's primus images `COPY scripts/...`, a path `docker/` does not hold); else
+    `<root>/docker`."""
     if dockercontext:
         return root / dockercontext
     default = root / "docker"
-    return default if default.is_dir() else root
+    if not default.is_dir():
+        return root
+    if dockerfile is not None and _copies_from_root(dockerfile, root, default):
+        return root
+    return default
+
+
+def _copies_from_root(dockerfile: Path, root: Path, default: Path) -> bool:
+    try:
+        text = dockerfile.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    sources = [s for s in _COPY.findall(text) if not s.startswith(("--", "$", "/", "http"))]
+    return any(not (default / s).exists() and (root / s).exists() for s in sources)
 
 
 __all__ = [

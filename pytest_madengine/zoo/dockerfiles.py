@@ -12,6 +12,8 @@ from .models import ModelsFileError, ModelSpec
 
 HEADER_LINES = 5
 _HEADER = "# CONTEXT "
+# MAD's own naming: `<prefix>.Dockerfile` and `<prefix>.<os>.<vendor>.Dockerfile`.
+EXACT = re.compile(r"(?:(?P<os>[A-Za-z0-9_-]+)\.(?P<vendor>amd|nvidia))?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,9 @@ class Dockerfile:
 
     path: Path
     variant: str  # the file name after the prefix, e.g. "ubuntu.amd"
-    context: Mapping[str, object] = field(default_factory=dict)
+    context: Mapping[str, object] | None = field(default_factory=dict)  # None: no header, or one that does not parse
+    exact: bool = False  # named `<prefix>.Dockerfile` or `<prefix>.<os>.<vendor>.Dockerfile`
+    header_problem: str = ""  # why `context` is None
 
     @property
     def base_name(self) -> str:
@@ -29,11 +33,21 @@ class Dockerfile:
         return name[: -len(".Dockerfile")] if name.endswith(".Dockerfile") else name
 
     def matches(self, ctx: Mapping[str, str]) -> bool:
-        """madengine's rule: every header key present in ctx must agree (case-insensitive here)."""
+        """madengine's rule: every header key present in ctx must agree (case-insensitive here). A file
+        without a usable header matches by its exact name's `<os>.<vendor>`, or not at all."""
+        if self.context is None:
+            return self.exact and self._name_matches(ctx)
         for key, value in self.context.items():
             if key in ctx and str(value).upper() != str(ctx[key]).upper():
                 return False
         return True
+
+    def _name_matches(self, ctx: Mapping[str, str]) -> bool:
+        found = EXACT.fullmatch(self.variant if self.variant != self.path.name else "")
+        if found is None or not found.group("vendor"):
+            return True  # `<prefix>.Dockerfile`: the card's own file, for every arch
+        wanted = {"guest_os": found.group("os"), "gpu_vendor": found.group("vendor")}
+        return all(key not in ctx or value.upper() == str(ctx[key]).upper() for key, value in wanted.items())
 
     def default_base_docker(self) -> str:
         """The `ARG BASE_DOCKER=` default, which perf.csv reports when no build arg overrides it."""
@@ -86,19 +100,23 @@ class DockerfileCache:
 
 
 def _scan(prefix: Path) -> list[Dockerfile] | ModelsFileError:
-    """The prefix's Dockerfiles in name order, or the first unreadable header's error (not yet naming a model)."""
+    """The prefix's Dockerfiles in name order (`ls <prefix>.*`, and `<prefix>.Dockerfile`); a header
+    that is missing or does not parse leaves the file's context None, with the reason."""
     directory, stem = prefix.parent, prefix.name
     found = sorted(p for p in directory.glob(f"{stem}.*") if p.is_file()) if directory.is_dir() else []
     result = []
     for path in found:
         variant = path.name[len(stem) + 1 :]
-        if variant.endswith(".Dockerfile"):
-            variant = variant[: -len(".Dockerfile")]
+        named = variant.endswith(".Dockerfile") or variant == "Dockerfile"
+        variant = variant[: -len(".Dockerfile")] if variant.endswith(".Dockerfile") else variant
+        variant = "" if variant == "Dockerfile" else variant
+        exact = named and EXACT.fullmatch(variant) is not None
         try:
-            header = read_context_header(path)
+            header: dict[str, object] | None = read_context_header(path) or None
+            problem = "" if header else "no '# CONTEXT' header in its first 5 lines"
         except ModelsFileError as exc:
-            return exc
-        result.append(Dockerfile(path=path, variant=variant or path.name, context=header))
+            header, problem = None, str(exc)
+        result.append(Dockerfile(path, variant or path.name, header, exact, problem))
     return result
 
 
@@ -115,4 +133,14 @@ def _for_model(spec: ModelSpec, scan: list[Dockerfile] | ModelsFileError) -> lis
 
 
 def select(found: list[Dockerfile], ctx: Mapping[str, str]) -> list[Dockerfile]:
-    return [d for d in found if d.matches(ctx)]
+    """MAD's rule: when files are named exactly for the prefix, only they are candidates (others
+    starting with it belong to other cards); else every `<prefix>.*` with a matching header."""
+    exact = [d for d in found if d.exact]
+    return [d for d in (exact or found) if d.matches(ctx)]
+
+
+def left_out(found: list[Dockerfile]) -> list[Dockerfile]:
+    """Files that no arch can get because their header is missing or does not parse (those named
+    exactly for the prefix are chosen by their name instead): each deserves a warning."""
+    exact = [d for d in found if d.exact]
+    return [] if exact else [d for d in found if d.context is None]

@@ -205,6 +205,7 @@ def parse_entry(entry: object, origin: Origin, index: int, lineno: int, existing
     if scope:
         name = f"{scope}/{name}"
     dockerfile = _rebase(scope, _str_field(entry, "dockerfile", where, required=True).strip())
+    inside_root(root, dockerfile, where, "dockerfile")
     scripts = _rebase(scope, _str_field(entry, "scripts", where, required=True).strip())
     _check_script(root, scripts, where, existing)
     args = _args_field(entry, where)
@@ -236,8 +237,17 @@ def parse_entry(entry: object, origin: Origin, index: int, lineno: int, existing
     )
 
 
+def inside_root(root: Path, value: str, where: str, fieldname: str) -> None:
+    """A path of the card must stay in the zoo: `../../etc/hostname` would copy the host's /etc into
+    the container. MAD's sub-zoo paths such as `../../docker/x` resolve inside the root and are fine."""
+    target = (root / value).resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise ModelsFileError(f"{where}: field '{fieldname}' {value!r} leads out of the zoo ({root})")
+
+
 def _check_script(root: Path, scripts: str, where: str, existing: set[str] | None) -> None:
     if existing is None or scripts not in existing:
+        inside_root(root, scripts, where, "scripts")
         script_path = root / scripts
         if not script_path.exists():
             raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
@@ -295,6 +305,7 @@ def _dockercontext_field(entry: Mapping[str, Any], where: str, scope: str, root:
     dockercontext = _str_field(entry, "dockercontext", where)
     if dockercontext:
         dockercontext = _rebase(scope, dockercontext)
+        inside_root(root, dockercontext, where, "dockercontext")
         if not (root / dockercontext).is_dir():
             raise ModelsFileError(
                 f"{where}: field 'dockercontext' points to {root / dockercontext}, which is not a directory"

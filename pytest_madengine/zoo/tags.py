@@ -35,29 +35,32 @@ def parse_selectors(values: Iterable[str]) -> list[Selector]:
             text = text.strip()
             if not text:
                 continue
-            head, *pairs = text.split(":")
-            extra = ""
-            for pair in pairs:
-                key, sep, val = pair.partition("=")
-                if not sep or not key:
-                    raise TagError(f"--madengine-tags {text!r}: extra args go as tag:key=value:key2=value2")
-                extra += f" --{key} {val}"
+            # madengine's own rewrite: each `:`-part (blank ones dropped) is a flag, `=` a space.
+            head, *parts = [part.strip() for part in text.split(":") if part.strip()] or [""]
+            extra = " --" + " --".join(part.replace("=", " ") for part in parts) if parts else ""
+            colon = ":" in text
             scope, slash, tag = head.partition("/")
-            if slash and "/" not in tag and not pairs:
+            if slash and not scope:
+                raise TagError(f"--madengine-tags {text!r}: a scope goes before the slash (scope/tag)")
+            if slash and "/" not in tag and not colon:
                 selectors.append(Selector(text, scope, tag, extra))
             else:
                 selectors.append(Selector(text, "", head, extra))
     return selectors
 
 
-def select(specs: Iterable[ModelSpec], selectors: list[Selector]) -> dict[str, str]:
-    """Model name -> extra args for every selected model; a selector matching nothing is an error."""
+def select(specs: Iterable[ModelSpec], selectors: list[Selector]) -> dict[str, list[str]]:
+    """Model name -> the extra args of each time it is selected (madengine runs a model once per
+    selection that picks it: plain and with `:k=v` args is twice); the same args once. A selector
+    matching nothing is an error."""
     specs = list(specs)
-    chosen: dict[str, str] = {}
+    chosen: dict[str, list[str]] = {}
     for selector in selectors:
         matched = [spec for spec in specs if selector.matches(spec)]
         if not matched:
             raise TagError(f"--madengine-tags {selector.text!r} matches no model (by name, tag or 'all')")
         for spec in matched:
-            chosen[spec.name] = chosen.get(spec.name, "") + selector.extra_args
+            variants = chosen.setdefault(spec.name, [])
+            if selector.extra_args not in variants:
+                variants.append(selector.extra_args)
     return chosen

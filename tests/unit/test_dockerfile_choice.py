@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from pytest_madengine.zoo.archs import AMD, NVIDIA, ArchError, parse_arch_list, skipped_arch, vendor_of
-from pytest_madengine.zoo.dockerfiles import Dockerfile, DockerfileCache, candidates, read_context_header, select
+from pytest_madengine.zoo.dockerfiles import (
+    Dockerfile,
+    DockerfileCache,
+    candidates,
+    left_out,
+    read_context_header,
+    select,
+)
 from pytest_madengine.zoo.models import ModelsFileError, ModelSpec
 
 
@@ -32,19 +39,20 @@ def test_candidates_are_the_prefix_dot_files_in_name_order_with_their_headers(tm
     write(docker / "m_other.ubuntu.amd.Dockerfile", "FROM z\n")  # another prefix
     write(docker / "mm.Dockerfile", "FROM z\n")
     (docker / "m.dir.Dockerfile").mkdir()  # not a file
+    no_header = "no '# CONTEXT' header in its first 5 lines"
     assert candidates(spec(tmp_path, "docker/m")) == [
-        Dockerfile(plain, "txt", {}),
-        Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"}),
-        Dockerfile(nvidia, "ubuntu.nvidia", {"gpu_vendor": "NVIDIA", "guest_os": "UBUNTU"}),
+        Dockerfile(plain, "txt", None, False, no_header),
+        Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"}, True),
+        Dockerfile(nvidia, "ubuntu.nvidia", {"gpu_vendor": "NVIDIA", "guest_os": "UBUNTU"}, True),
     ]
 
 
 def test_a_variant_is_never_empty(tmp_path: Path) -> None:
     write(tmp_path / "docker" / "m.Dockerfile", "FROM x\n")
     write(tmp_path / "docker" / "m.", "FROM x\n")
-    assert [(d.variant, d.base_name) for d in candidates(spec(tmp_path, "docker/m"))] == [
-        ("m.", "m."),  # nothing after the prefix: the file name
-        ("Dockerfile", "m"),
+    assert [(d.variant, d.base_name, d.exact) for d in candidates(spec(tmp_path, "docker/m"))] == [
+        ("m.", "m.", False),  # nothing after the prefix: the file name
+        ("m.Dockerfile", "m", True),  # the card's own file, named exactly
     ]
 
 
@@ -59,13 +67,53 @@ def test_a_prefix_without_files_is_an_error_naming_model_and_prefix(tmp_path: Pa
     )
 
 
-def test_a_bad_header_is_an_error_naming_model_and_file(tmp_path: Path) -> None:
+def test_a_bad_header_leaves_the_file_without_context_and_says_why(tmp_path: Path) -> None:
     bad = write(tmp_path / "docker" / "m.amd.Dockerfile", "# CONTEXT {'gpu_vendor': AMD}\n")
-    with pytest.raises(ModelsFileError) as info:
-        candidates(spec(tmp_path, "docker/m", name="bert"))
-    assert str(info.value).startswith(
-        f"model 'bert': field 'dockerfile': {bad}: '# CONTEXT' header is not a Python dict literal: "
-    )
+    (found,) = candidates(spec(tmp_path, "docker/m", name="bert"))
+    assert (found.path, found.context) == (bad, None)
+    assert "'# CONTEXT' header is not a Python dict literal" in found.header_problem
+
+
+# -- MAD's naming: exact names first, no wildcard headers ------------------------------------------------------------
+
+AMD_CTX = {"gpu_vendor": "AMD", "guest_os": "UBUNTU"}
+NVIDIA_CTX = {"gpu_vendor": "NVIDIA", "guest_os": "UBUNTU"}
+
+
+def test_exact_names_win_over_longer_files_of_other_cards(tmp_path: Path) -> None:
+    """`docker/vllm` is a card's prefix; `docker/vllm.dsv4.ubuntu.amd.Dockerfile` is another card's."""
+    docker = tmp_path / "docker"
+    own = write(docker / "vllm.ubuntu.amd.Dockerfile", "# CONTEXT {'gpu_vendor': 'AMD', 'guest_os': 'UBUNTU'}\n")
+    write(docker / "vllm.dsv4.ubuntu.amd.Dockerfile", "# CONTEXT {'gpu_vendor': 'AMD', 'guest_os': 'UBUNTU'}\n")
+    found = candidates(spec(tmp_path, "docker/vllm"))
+    assert [d.path for d in select(found, AMD_CTX)] == [own]
+    assert left_out(found) == []
+
+
+def test_a_headerless_exact_file_is_filtered_by_its_name(tmp_path: Path) -> None:
+    docker = tmp_path / "docker"
+    amd = write(docker / "m.ubuntu.amd.Dockerfile", "FROM rocm\n")
+    nvidia = write(docker / "m.ubuntu.nvidia.Dockerfile", "FROM cuda\n")
+    found = candidates(spec(tmp_path, "docker/m"))
+    assert [d.path for d in select(found, AMD_CTX)] == [amd]
+    assert [d.path for d in select(found, NVIDIA_CTX)] == [nvidia]  # never the AMD file
+    assert [d.path for d in select(found, {"guest_os": "UBUNTU"})] == [amd, nvidia]  # cpu: no vendor filter
+    assert select(found, {"gpu_vendor": "AMD", "guest_os": "CENTOS"}) == []
+
+
+def test_the_cards_own_plain_file_serves_every_arch(tmp_path: Path) -> None:
+    own = write(tmp_path / "docker" / "m.Dockerfile", "FROM x\n")
+    found = candidates(spec(tmp_path, "docker/m"))
+    assert [d.path for d in select(found, AMD_CTX)] == [own] == [d.path for d in select(found, NVIDIA_CTX)]
+
+
+def test_without_exact_names_headers_decide_and_headerless_files_are_left_out(tmp_path: Path) -> None:
+    docker = tmp_path / "docker"
+    variant = write(docker / "m.fast.ubuntu.amd.Dockerfile", "# CONTEXT {'gpu_vendor': 'AMD'}\n")
+    lost = write(docker / "m.slow.ubuntu.amd.Dockerfile", "FROM x\n")
+    found = candidates(spec(tmp_path, "docker/m"))
+    assert [d.path for d in select(found, AMD_CTX)] == [variant]
+    assert [d.path for d in left_out(found)] == [lost]
 
 
 # -- DockerfileCache: one listing per prefix for the models of one models.json ------------------------------------------
@@ -76,11 +124,13 @@ def test_a_cache_lists_each_prefix_once_for_the_models_sharing_it(tmp_path: Path
     amd = write(docker / "m.ubuntu.amd.Dockerfile", "# CONTEXT {'gpu_vendor': 'AMD'}\n")
     cache = DockerfileCache()
     first = cache.candidates(spec(tmp_path, "docker/m", name="a"))
-    assert first == candidates(spec(tmp_path, "docker/m")) == [Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"})]
+    assert (
+        first == candidates(spec(tmp_path, "docker/m")) == [Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"}, True)]
+    )
     write(docker / "m.ubuntu.nvidia.Dockerfile", "FROM x\n")  # after the listing: this cache does not see it
     first.clear()  # each model's list is its own
     assert cache.candidates(spec(tmp_path, "docker/m", name="b")) == [
-        Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"})
+        Dockerfile(amd, "ubuntu.amd", {"gpu_vendor": "AMD"}, True)
     ]
     assert [d.variant for d in DockerfileCache().candidates(spec(tmp_path, "docker/m"))] == [
         "ubuntu.amd",
@@ -100,16 +150,9 @@ def test_a_cache_keeps_prefixes_and_roots_apart(tmp_path: Path) -> None:
     assert [d.variant for d in cache.candidates(spec(tmp_path, "docker/m"))] == ["one"]
 
 
-def test_a_cached_error_names_each_model(tmp_path: Path) -> None:
-    write(tmp_path / "docker" / "bad.a.Dockerfile", "FROM x\n")  # a good file before the bad one
-    bad = write(tmp_path / "docker" / "bad.b.Dockerfile", "# CONTEXT {'gpu_vendor': AMD}\n")
+def test_a_cached_missing_prefix_names_each_model(tmp_path: Path) -> None:
     cache = DockerfileCache()
     for name in ("bert", "gpt"):
-        with pytest.raises(ModelsFileError) as info:
-            cache.candidates(spec(tmp_path, "docker/bad", name=name))
-        assert str(info.value).startswith(
-            f"model '{name}': field 'dockerfile': {bad}: '# CONTEXT' header is not a Python dict literal: "
-        )
         with pytest.raises(ModelsFileError) as info:
             cache.candidates(spec(tmp_path, "docker/nope", name=name))
         assert str(info.value) == (

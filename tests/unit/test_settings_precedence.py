@@ -146,7 +146,13 @@ def test_a_non_integer_ini_timeout_is_a_usage_error(pytester: pytest.Pytester) -
 
 
 def test_a_negative_timeout_option_is_a_usage_error(pytester: pytest.Pytester) -> None:
-    assert refused(pytester, "--madengine-timeout", "-1") == "--madengine-timeout must be >= 0, got -1"
+    expected = "--madengine-timeout must be >= 0 (or -1: the default), got -2"
+    assert refused(pytester, "--madengine-timeout", "-2") == expected
+
+
+def test_timeout_minus_one_is_the_default_as_in_madengine(pytester: pytest.Pytester) -> None:
+    chosen = settings(pytester, "--madengine-timeout", "-1")
+    assert chosen.timeout_option is None and chosen.timeout_for(30) == (30, "models.json")
 
 
 def test_a_non_integer_timeout_option_is_refused(pytester: pytest.Pytester) -> None:
