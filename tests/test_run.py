@@ -305,7 +305,8 @@ def test_a_root_container_copies_its_run_directory_itself(
     (zoo.root / "scripts" / "dangling" / "gone").symlink_to("no-such-file")
     zoo.models([zoo.model(name, dockerfile=dockerfile) for name, dockerfile in models.items()])
     with EngineEvents(docker_client) as events:
-        result = run(pytester, "-rA")
+        # strict: the image's USER stands (madengine's isolation runs every container as root)
+        result = run(pytester, "-rA", "--madengine-isolation", "strict")
         run_id = run_id_of(pytester.path)
         wait_until(lambda: len(events.of_run(run_id, "destroy")) == 4, 60, "the engine reports all containers gone")
     result.assert_outcomes(passed=4)
