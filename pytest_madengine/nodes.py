@@ -83,7 +83,7 @@ class ModelsFile(PlainCollectErrors, pytest.File):
     ) -> Iterator[ModelItem]:
         """A card that cannot become a model: one item per arch that errors at setup with the message
         (so `-k`, `-m` and --madengine-tags deselect it like any other), and a collection warning."""
-        warnings.warn(pytest.PytestCollectionWarning(f"broken card: {message}"), stacklevel=1)
+        warn_at(self.path, line, f"broken card: {message}")
         spec = ModelSpec(name=name, source=self.path, lineno=line, root=self.path.parent, dockerfile="", scripts="")
         for arch, _ in contexts:
             yield self._item(ItemRecord(spec, arch, None, broken=message), arch, "")
@@ -120,18 +120,20 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         return item
 
 
+def warn_at(path: Path, line: int, message: str) -> None:
+    """A collection warning located at the user's file, not at this plugin's code."""
+    warnings.warn_explicit(pytest.PytestCollectionWarning(message), pytest.PytestCollectionWarning, str(path), line)
+
+
 def _warn_left_out(found: Sequence[Dockerfile], runtime: Runtime) -> None:
     """One collection warning per Dockerfile that no arch can get for want of a usable header."""
     for dockerfile in left_out(list(found)):
         if dockerfile.path not in runtime.warned_dockerfiles:
             runtime.warned_dockerfiles.add(dockerfile.path)
-            warnings.warn(
-                pytest.PytestCollectionWarning(
-                    f"{dockerfile.path}: left out: {dockerfile.header_problem} "
-                    "(name it <prefix>.<os>.<vendor>.Dockerfile or give it a header)"
-                ),
-                stacklevel=1,
+            problem = (
+                f"left out: {dockerfile.header_problem} (name it <prefix>.<os>.<vendor>.Dockerfile or give it a header)"
             )
+            warn_at(dockerfile.path, 1, f"{dockerfile.path}: {problem}")
 
 
 def _warn_unused_fields(path: Path, specs: Sequence[ModelSpec], runtime: Runtime) -> None:
@@ -140,11 +142,8 @@ def _warn_unused_fields(path: Path, specs: Sequence[ModelSpec], runtime: Runtime
         for name in unused_fields(spec):
             if name not in runtime.warned_fields:
                 runtime.warned_fields.add(name)
-                warnings.warn(
-                    pytest.PytestCollectionWarning(
-                        f"{path}: model '{spec.name}': field '{name}' is not used by pytest-madengine (ignored)"
-                    ),
-                    stacklevel=1,
+                warn_at(
+                    path, spec.lineno, f"{path}: model '{spec.name}': field '{name}' is not used by pytest-madengine"
                 )
 
 

@@ -164,7 +164,7 @@ def test_subdirectory_models_json(pytester: pytest.Pytester, zoo: Zoo) -> None:
 
 def test_variant_is_visible_when_several_dockerfiles_match(pytester: pytest.Pytester, zoo: Zoo) -> None:
     (zoo.root / "docker" / "multi.a.ubuntu.amd.Dockerfile").write_text("# CONTEXT {'gpu_vendor': 'AMD'}\nFROM x\n")
-    (zoo.root / "docker" / "multi.b.ubuntu.amd.Dockerfile").write_text("FROM x\n")
+    (zoo.root / "docker" / "multi.b.ubuntu.amd.Dockerfile").write_text("# CONTEXT {'gpu_vendor': 'AMD'}\nFROM x\n")
     zoo.script("m/run.sh")
     zoo.models([zoo.model("m", dockerfile="docker/multi")])
     result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
@@ -206,8 +206,7 @@ BAD_CASES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "message"), BAD_CASES)
-def test_bad_input_is_a_clear_collection_error(pytester: pytest.Pytester, zoo: Zoo, text: str, message: str) -> None:
+def other_good_zoo(zoo: Zoo) -> None:
     zoo.script("ok/run.sh")
     (zoo.root / "other").mkdir()
     (zoo.root / "other" / "docker").mkdir()
@@ -217,20 +216,39 @@ def test_bad_input_is_a_clear_collection_error(pytester: pytest.Pytester, zoo: Z
     (zoo.root / "other" / "models.json").write_text(
         '[{"name": "good", "dockerfile": "docker/g", "scripts": "scripts/g/run.sh"}]'
     )
-    (zoo.root / "models.json").write_text(text)
+
+
+def test_an_unreadable_models_json_is_a_clear_collection_error(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    other_good_zoo(zoo)
+    (zoo.root / "models.json").write_text("[{")
     result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
     output = result.stdout.str()
-    result.stdout.fnmatch_lines([f"*{message}*"])
-    assert "Traceback" not in output
-    assert "pytest_madengine" not in output
+    result.stdout.fnmatch_lines(["*models.json: invalid JSON at line 1, column 3*"])
+    assert "Traceback" not in output and "pytest_madengine" not in output
     assert "other/models.json::good[gfx942]" in output
     assert result.ret == pytest.ExitCode.INTERRUPTED
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_CASES[1:])
+def test_a_broken_card_is_an_item_that_errors_with_a_clear_message(
+    pytester: pytest.Pytester, zoo: Zoo, text: str, message: str
+) -> None:
+    other_good_zoo(zoo)
+    (zoo.root / "models.json").write_text(text)
+    collected = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
+    output = collected.stdout.str()
+    collected.stdout.fnmatch_lines([f"*PytestCollectionWarning: broken card: *{message}*"])
+    assert "Traceback" not in output and "pytest_madengine" not in output
+    assert "other/models.json::good[gfx942]" in output
+    assert collected.ret == pytest.ExitCode.OK
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--madengine-build-only", "-k", "bad or dup")
+    result.stdout.fnmatch_lines([f"*{message}*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_a_bad_model_does_not_hide_its_neighbours(pytester: pytest.Pytester, zoo: Zoo) -> None:
     zoo.script("ok/run.sh")
     zoo.models([zoo.model("ok", script="scripts/ok/run.sh"), zoo.model("bad", script="scripts/ok/run.sh", n_gpus="x")])
-    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q", "--continue-on-collection-errors")
-    result.stdout.fnmatch_lines(
-        ["models.json::ok[[]gfx942[]]", "*models.json: model 'bad': field 'n_gpus'*", "ERROR models.json::bad"]
-    )
+    result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
+    result.stdout.fnmatch_lines(["models.json::ok[[]gfx942[]]", "models.json::bad[[]gfx942[]]"])
+    result.stdout.fnmatch_lines(["*models.json:*: PytestCollectionWarning: broken card: *model 'bad': field 'n_gpus'*"])

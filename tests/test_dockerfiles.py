@@ -46,10 +46,12 @@ def test_context_filter(root: Path, ctx: dict[str, str], variants: list[str]) ->
     assert [d.variant for d in select(candidates(spec(root)), ctx)] == variants
 
 
-def test_file_without_header_matches_everything(root: Path) -> None:
+def test_a_file_without_header_is_no_wildcard(root: Path) -> None:
+    """Chosen by its exact name's <os>.<vendor>, else by nothing: never by every context (issue 13)."""
     (found,) = candidates(spec(root, "docker/dummy_other"))
-    assert found.context == {}
-    assert select([found], {"gpu_vendor": "NVIDIA", "guest_os": "CENTOS"}) == [found]
+    assert (found.context, found.exact) == (None, True)
+    assert select([found], {"gpu_vendor": "NVIDIA", "guest_os": "CENTOS"}) == []
+    assert select([found], {"gpu_vendor": "AMD", "guest_os": "UBUNTU"}) == [found]
 
 
 def test_header_must_be_in_first_five_lines(tmp_path: Path) -> None:
@@ -58,10 +60,13 @@ def test_header_must_be_in_first_five_lines(tmp_path: Path) -> None:
     assert read_context_header(path) == {}
 
 
-def test_bad_header_is_an_error_naming_the_file(root: Path) -> None:
+def test_a_bad_header_is_read_as_no_header_with_its_reason(root: Path) -> None:
     (root / "docker" / "bad.ubuntu.amd.Dockerfile").write_text("# CONTEXT {'gpu_vendor': AMD}\n")
-    with pytest.raises(ModelsFileError, match=r"model 'm': field 'dockerfile': .*bad.ubuntu.amd.Dockerfile"):
-        candidates(spec(root, "docker/bad"))
+    (found,) = candidates(spec(root, "docker/bad"))
+    assert found.context is None and "not a Python dict literal" in found.header_problem
+    # Named exactly, it is still chosen, by its name: AMD yes, NVIDIA no.
+    assert select([found], {"gpu_vendor": "AMD", "guest_os": "UBUNTU"}) == [found]
+    assert select([found], {"gpu_vendor": "NVIDIA", "guest_os": "UBUNTU"}) == []
 
 
 def test_prefix_without_files(root: Path) -> None:
