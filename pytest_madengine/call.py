@@ -13,6 +13,7 @@ import pytest
 from .engine.executor import Deadline, ExecutorLost, RunHandle
 from .engine.images import LOG_TAIL_LINES, BuiltImage, log_tail
 from .engine.prepare import log_file_name
+from .engine.slurm import NoResources
 from .gpus.lease import Lease
 from .record import ItemRecord, ModelFailure
 from .report.baseline import gate
@@ -59,8 +60,14 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
         record.run = finish_model(
             runtime.executor(), handle, spec, Deadline(seconds, source, lease.release), log, _parser(item, runtime)
         )
+        placement = record.run.outcome.placement
+        if placement:  # SLURM's ids, not the count-only lease the worker held
+            item.user_properties[:] = [p for p in item.user_properties if p[0] != "gpus"]
+            item.user_properties += [("gpus", placement.get("gpus", "")), ("slurm_job", placement.get("job", ""))]
         if runtime.tools(spec.root):
             _bring_back_artifacts(item, runtime, handle)
+    except NoResources as exc:
+        pytest.skip(str(exc))
     except ExecutorLost as exc:
         raise type(exc)(f"model {spec.name} on {record.arch}: {exc}") from None
     return record.run

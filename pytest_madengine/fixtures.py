@@ -133,6 +133,12 @@ def madengine_gpus(request: pytest.FixtureRequest) -> Generator[Lease, None, Non
     if runtime.settings.build_only:
         yield pool.lease((), None)  # nothing runs: no GPU is held
         return
+    if runtime.settings.slurm is not None:
+        # SLURM picks the GPUs when the job starts: the lease says how many; the node says which.
+        count = runtime.capacity.largest if record.spec.n_gpus == -1 else record.spec.n_gpus
+        record.lease = Lease(ids=tuple(range(count)), system_ngpus=runtime.capacity.largest)
+        yield record.lease
+        return
     wanted = pool.size if record.spec.n_gpus == -1 else record.spec.n_gpus
     vendor = vendor_of(record.arch)
     if wanted == 0:
@@ -180,6 +186,8 @@ def madengine_container(
     prepared = replace(
         prepare_run(spec, madengine_image.tag, madengine_gpus, environment, who, settings.context),
         run_options=run_options_for(spec, record.arch, settings.isolation, settings.context),
+        limit_s=float(settings.timeout_for(spec.timeout)[0]),
+        whole_nodes=spec.n_gpus == -1 and settings.slurm is not None,
         customize=lambda options: item.ihook.pytest_madengine_container_options(item=item, spec=spec, options=options),
     )
     prepared = with_extras(prepared, spec, settings.context, Extras(data, runtime.tools(spec.root)))

@@ -230,6 +230,26 @@ class ModelItem(pytest.Function):
         return self.spec.source, self.spec.lineno, self.name
 
 
+def _slurm_skip(spec: ModelSpec, runtime: Runtime) -> str:
+    """On a cluster: SLURM places the job; only a size no node has is known to be hopeless."""
+    largest = runtime.capacity.largest
+    if spec.n_gpus > largest:
+        return f"needs {spec.n_gpus} GPUs per node, the largest node has {largest}"
+    nodes = _nnodes(spec)
+    if nodes > 1:
+        return f"needs {nodes} nodes: multi-node cards are not run on SLURM yet"
+    return ""
+
+
+def _nnodes(spec: ModelSpec) -> int:
+    block = spec.extra.get("distributed")
+    value = (block.get("nnodes") if isinstance(block, dict) else None) or spec.extra.get("nnodes") or 1
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 1
+
+
 def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]]) -> list[pytest.Item]:
     """The item with its first selection's args, then one more item per further selection."""
     if not isinstance(item, ModelItem) or item.spec.name not in chosen:
@@ -240,8 +260,22 @@ def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]]) -> list[
     return [item, *variants]
 
 
+def launcher(spec: ModelSpec) -> str:
+    block = spec.extra.get("distributed")
+    return str(block.get("launcher", "") if isinstance(block, dict) else spec.extra.get("launcher", "") or "")
+
+
 def skip_reason(spec: ModelSpec, arch: str, runtime: Runtime) -> str:
     """Why an item cannot run here, decided at collection so that no fixture (no build) runs for it."""
+    if launcher(spec) == "slurm_multi" and not runtime.settings.build_only:
+        # MAD's self-managed multi-node cards: sbatch scripts that start their own containers.
+        return (
+            "needs SLURM (a slurm_multi card)"
+            if runtime.settings.slurm is None
+            else ("slurm_multi cards are not run yet (they need sbatch and a shared directory)")
+        )
+    if runtime.settings.slurm is not None and not runtime.settings.build_only:
+        return _slurm_skip(spec, runtime)
     pool, settings = runtime.pool, runtime.settings
     runs = not settings.build_only and arch != "cpu" and spec.n_gpus != 0
     if runs and not pool.explicit and arch not in runtime.detection.archs:

@@ -19,7 +19,39 @@ def addoption(parser: pytest.Parser) -> None:
     _add_image_options(group)
     _add_report_options(group)
     _add_selection_options(group)
+    _add_slurm_options(group, parser)
     _add_ini_options(parser)
+
+
+SLURM_FIELDS = ("partition", "account", "qos", "reservation", "constraint")
+
+
+def _add_slurm_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
+    """Running every item as a SLURM job (each option has an ini mirror `madengine_slurm_<name>`)."""
+    group.addoption(
+        "--madengine-slurm",
+        action="store_true",
+        default=None,
+        help="run every item as a SLURM job (srun from its worker; SLURM picks nodes and GPUs)",
+    )
+    for name in SLURM_FIELDS:
+        group.addoption(f"--madengine-slurm-{name}", default=None, metavar=name.upper(), help=f"the jobs' --{name}")
+        parser.addini(f"madengine_slurm_{name}", f"default for --madengine-slurm-{name}", default="")
+    group.addoption(
+        "--madengine-slurm-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an argument passed to srun as it is (repeatable)",
+    )
+    group.addoption(
+        "--madengine-slurm-queue-timeout",
+        type=int,
+        default=None,
+        metavar="SECONDS",
+        help="how long an item may wait for resources before it is skipped as 'no resources' (default: no limit)",
+    )
+    parser.addini("madengine_slurm", "run every item as a SLURM job (true/false)", type="bool", default=False)
 
 
 def _add_target_options(group: pytest.OptionGroup) -> None:

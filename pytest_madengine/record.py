@@ -77,13 +77,21 @@ class ItemRecord:
             additional_docker_run_options=str(self.spec.extra.get("additional_docker_run_options", "")),
             git_commit=self._from_log(GIT_RE),
             **self._data_facts(),
+            **self._placement_facts(),
         )
+
+    def _placement_facts(self) -> dict[str, Any]:
+        """Where a scheduler ran it: the node SLURM named (several may share a host)."""
+        placement = self.run.outcome.placement if self.run is not None else {}
+        if not placement:
+            return {}
+        return {"machine_name": placement.get("node", ""), "deployment_type": "slurm", "launcher": "slurm"}
 
     def _from_log(self, pattern: re.Pattern[str]) -> str:
         found = pattern.search(self.run.outcome.log) if self.run is not None else None
         return found.group(1) if found else ""
 
-    def _data_facts(self) -> dict[str, str]:
+    def _data_facts(self) -> dict[str, Any]:
         """dataname and its provider; the size and preparation time from the run's log."""
         if self.data is None:
             return {}

@@ -25,6 +25,8 @@ from .engine.images import BuildPolicy, ImageBuilder
 from .engine.local import LocalDocker
 from .engine.registry import Credentials, Registry, RegistryError, find_credentials, registry_host
 from .engine.registry import pull as pull_image
+from .engine.slurm import SlurmExecutor
+from .engine.slurm_capacity import Capacity, SlurmUnavailable, ask_capacity
 from .engine.workspace import escaping_links
 from .gpus.allocator import GpuAllocator, Scheduling
 from .gpus.detect import Detection, detect_gpus
@@ -59,6 +61,7 @@ class Runtime:
     _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
     _security_options: list[str] | None = None
     _image_env: dict[str, list[str]] = field(default_factory=dict)
+    capacity: Capacity = field(default_factory=Capacity)  # with --madengine-slurm: GPUs per node
     warned_fields: set[str] = field(default_factory=set)  # unused models.json fields already named
     warned_dockerfiles: set[Path] = field(default_factory=set)  # left out for want of a header, already named
     warned_data: set[str] = field(default_factory=set)  # data names without a provider, already named
@@ -82,13 +85,27 @@ class Runtime:
                 worker_id=str(workerinput.get("workerid", "worker")),
                 worker_count=int(workerinput.get("workercount", 1)),
                 session_pid=int(workerinput.get("madengine_session_pid", os.getpid())),
+                capacity=Capacity(json.loads(workerinput.get("madengine_capacity", "{}"))),
             )
         detection = detection if detection is not None else detect_gpus(timeout=settings.probe_timeout)
         pool = pool_of(detection, settings)
         run_id = uuid.uuid4().hex[:12]
         shared = Path(tempfile.mkdtemp(prefix=f"pytest-madengine-{run_id}-"))
+        capacity = Capacity()
+        if settings.slurm is not None:
+            try:
+                capacity = ask_capacity()
+            except SlurmUnavailable as exc:
+                shutil.rmtree(shared, ignore_errors=True)
+                raise pytest.UsageError(f"--madengine-slurm: {exc}") from None
         return cls(
-            settings=settings, run_id=run_id, shared_dir=shared, owns_shared_dir=True, detection=detection, pool=pool
+            settings=settings,
+            run_id=run_id,
+            shared_dir=shared,
+            owns_shared_dir=True,
+            detection=detection,
+            pool=pool,
+            capacity=capacity,
         )
 
     def archs(self) -> tuple[str, ...]:
@@ -101,6 +118,7 @@ class Runtime:
             "madengine_shared_dir": str(self.shared_dir),
             "madengine_detection": json.dumps(self.detection.to_dict()),
             "madengine_session_pid": str(self.session_pid),
+            "madengine_capacity": json.dumps(self.capacity.to_dict()),
         }
 
     def allocator(self) -> GpuAllocator:
@@ -118,7 +136,10 @@ class Runtime:
         return self._connection()
 
     def executor(self) -> Executor:
-        """Where models run: the local Docker engine (through DOCKER_HOST)."""
+        """Where models run: a SLURM cluster with --madengine-slurm, else the local Docker engine
+        (through DOCKER_HOST)."""
+        if self._executor is None and self.settings.slurm is not None:
+            self._executor = SlurmExecutor(self.settings.slurm, self._registry_image_of)
         if self._executor is None:
             self._executor = LocalDocker(
                 self._connection,
@@ -128,6 +149,12 @@ class Runtime:
                 [*self.settings.secrets, GIT_USER_ENV, GIT_PASSWORD_ENV],
             )
         return self._executor
+
+    def _registry_image_of(self, tag: str) -> str:
+        """Where a node pulls an image it lacks: the manifest's registry_image for the tag."""
+        if self.settings.manifest is None:
+            return ""
+        return next((r.registry_image for r in self.manifest().values() if r.docker_image == tag), "")
 
     def used_docker(self) -> bool:
         """Whether any process of this run talked to Docker (workers leave their build state here)."""

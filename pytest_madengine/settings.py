@@ -10,6 +10,7 @@ import pytest
 
 from .engine.build_args import BuildArgSources
 from .engine.run_options import ISOLATIONS
+from .engine.slurm import SlurmOptions
 from .zoo.archs import ArchError, parse_arch_list
 from .zoo.context import ContextError, RunContext, build_context
 
@@ -50,6 +51,7 @@ class Settings:
     secrets: dict[str, str] = field(default_factory=dict, repr=False)
     tags: tuple[str, ...] = ()
     reap: bool = False
+    slurm: SlurmOptions | None = None  # None: the local engine
 
     def build_arg_sources(self) -> BuildArgSources:
         return BuildArgSources(
@@ -110,6 +112,7 @@ def read_settings(config: pytest.Config) -> Settings:
         json_out=_path(invocation, config.getoption("madengine_json")),
         html_out=_path(invocation, config.getoption("madengine_html")),
         reap=bool(config.getoption("madengine_reap")),
+        slurm=_slurm(config, context),
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )
@@ -130,6 +133,32 @@ def _build_args(config: pytest.Config) -> dict[str, str]:
             raise pytest.UsageError(f"--madengine-build-arg expects KEY=VALUE, got {item!r}")
         build_args[key.strip()] = value
     return build_args
+
+
+def _slurm(config: pytest.Config, context: RunContext) -> SlurmOptions | None:
+    """--madengine-slurm* options, else their ini mirrors, else the context's `slurm` block."""
+    block = context.raw.get("slurm")
+    block = block if isinstance(block, dict) else {}
+    enabled = config.getoption("madengine_slurm")
+    if not (enabled if enabled is not None else config.getini("madengine_slurm") or bool(block)):
+        return None
+
+    def field(name: str) -> str:
+        given = config.getoption(f"madengine_slurm_{name}") or config.getini(f"madengine_slurm_{name}")
+        return str(given or block.get(name, "") or "")
+
+    queue = config.getoption("madengine_slurm_queue_timeout")
+    if queue is not None and queue < 0:
+        raise pytest.UsageError(f"--madengine-slurm-queue-timeout must be >= 0, got {queue}")
+    return SlurmOptions(
+        partition=field("partition"),
+        account=field("account"),
+        qos=field("qos"),
+        reservation=field("reservation"),
+        constraint=field("constraint"),
+        extra_args=tuple(config.getoption("madengine_slurm_arg")),
+        queue_timeout_s=int(queue or 0),
+    )
 
 
 def _isolation(config: pytest.Config) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,24 @@ def zoo(pytester: pytest.Pytester) -> Zoo:
     z = Zoo(pytester.path)
     z.dockerfile()
     return z
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A two-node SLURM cluster (n1, n2, 4 fake GPUs each) on this host, for this session; the
+    environment a pytest session needs to reach it. Its absence is a failure (tools/setup.sh --test)."""
+    if not shutil.which("slurmctld") or not shutil.which("munged"):  # pragma: no cover
+        pytest.fail("SLURM (slurm-wlm, munge) is required for the SLURM tests (run tools/setup.sh --test)")
+    where = tmp_path_factory.mktemp("slurm")
+    script = Path(__file__).parent.parent / "tools" / "slurm-cluster.sh"
+    try:
+        started = subprocess.run(
+            ["bash", str(script), "start", str(where)], capture_output=True, text=True, timeout=120
+        )
+        assert started.returncode == 0, started.stderr
+        yield {"SLURM_CONF": str(where / "slurm.conf")}
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(where)], capture_output=True, timeout=120, check=False)
 
 
 @pytest.fixture(scope="session")

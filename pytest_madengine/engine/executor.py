@@ -44,6 +44,8 @@ class PreparedRun:
     # `docker run` options as docker SDK arguments (madengine's defaults, then the card's own): what a
     # container-based backend applies on top of the image, command, environment and GPUs above.
     run_options: Mapping[str, Any] = field(default_factory=dict)
+    limit_s: float = 0.0  # the model's limit, for a backend that enforces it where the model runs (0: none)
+    whole_nodes: bool = False  # n_gpus -1: every GPU of its nodes, and the nodes to itself
     # Backend options a conftest adjusts before the start (the container_options hook, for Docker).
     customize: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
@@ -56,6 +58,7 @@ class RunOutcome:
     duration: float
     container_id: str
     files: Mapping[str, bytes] = field(default_factory=dict)  # fetched from the run directory
+    placement: Mapping[str, str] = field(default_factory=dict)  # where a scheduler ran it: node, job, gpus
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,10 @@ class RowFacts:
     test_duration: float = 0.0
     additional_docker_run_options: str = ""
     git_commit: str = ""
+    machine_name: str = ""  # "": this host
+    deployment_type: str = ""  # "": $MAD_DEPLOYMENT_TYPE, else local
+    nnodes: int = 1
+    launcher: str = ""  # "": $MAD_LAUNCHER, else docker
     dataname: str = ""
     data_provider_type: str = ""
     data_size: str = ""
@@ -42,7 +46,7 @@ def perf_row(result: Result, facts: RowFacts, judged: Gate | None = None) -> dic
     return {
         "model": result.model,
         "n_gpus": str(facts.n_gpus),
-        "nnodes": "1",
+        "nnodes": str(facts.nnodes),
         "gpus_per_node": str(facts.n_gpus),
         "training_precision": facts.training_precision,
         "pipeline": os.environ.get("pipeline", ""),  # noqa: SIM112 (madengine reads $pipeline)
@@ -53,9 +57,9 @@ def perf_row(result: Result, facts: RowFacts, judged: Gate | None = None) -> dic
         "docker_sha": facts.docker_sha,
         "docker_image": facts.docker_image,
         "git_commit": facts.git_commit,
-        "machine_name": socket.gethostname(),
-        "deployment_type": os.environ.get("MAD_DEPLOYMENT_TYPE", "local"),
-        "launcher": os.environ.get("MAD_LAUNCHER", "docker"),
+        "machine_name": facts.machine_name or socket.gethostname(),
+        "deployment_type": facts.deployment_type or os.environ.get("MAD_DEPLOYMENT_TYPE", "local"),
+        "launcher": facts.launcher or os.environ.get("MAD_LAUNCHER", "docker"),
         "gpu_architecture": facts.gpu_architecture,
         "performance": result.performance,
         "metric": result.metric,

@@ -22,6 +22,7 @@ KNOWN = frozenset(
         "tools",
         "data",
         "MAD_CONTAINER_IMAGE",
+        "slurm",
         "gpu_vendor",
         "guest_os",
         "model_args",

@@ -1,0 +1,252 @@
+"""The executor for a SLURM cluster: each item is one blocking `srun` from its worker, and SLURM (not
+us) chooses the node and the GPUs. The runner it sends on srun's standard input does the work on the
+node (`slurm_runner`); this side submits, streams, takes the runner's frames apart and cancels."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from ..errors import MadengineError
+from .container import workspace_archive
+from .docker_cli import cli_flags
+from .executor import Deadline, ExecutorLost, Kept, PreparedRun, RunHandle, RunOutcome, StartError
+from .labels import RUN_LABEL, WORKER_LABEL
+from .local import docker_options
+from .slurm_runner import FRAME, RunnerInput, runner_script
+
+PULL_MARGIN_S = 600  # SLURM's --time covers the image pull too; the runner enforces the model's own limit
+
+
+class NoResources(MadengineError):
+    """SLURM could not give the job its resources within the queue timeout."""
+
+    perf_reason = "no resources"
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    reservation: str = ""
+    constraint: str = ""
+    extra_args: tuple[str, ...] = ()  # passed to srun as they are
+    queue_timeout_s: int = 0  # 0: wait as long as SLURM makes it
+
+
+def job_name(run_id: str) -> str:
+    return f"pmad-{run_id}"
+
+
+def srun_command(run: PreparedRun, options: SlurmOptions, limit_s: float, nnodes: int = 1) -> list[str]:
+    """One task per node, the GPUs by count (SLURM picks them), nothing of the submitter's environment."""
+    labels = run.labels
+    minutes = max(1, math.ceil((limit_s + PULL_MARGIN_S) / 60)) if limit_s > 0 else 0
+    command = [
+        "srun",
+        f"--job-name={job_name(str(labels.get(RUN_LABEL, '')))}",
+        f"--comment={labels.get(WORKER_LABEL, '')} {labels.get('pytest-madengine.test', '')}",
+        f"--nodes={nnodes}",
+        "--ntasks-per-node=1",
+        "--export=NONE",
+        "--kill-on-bad-exit=1",
+    ]
+    count = run.gpus.count
+    command += ["--exclusive"] if run.whole_nodes else []
+    command += [f"--gres=gpu:{count}"] if count else []
+    if minutes:
+        command.append(f"--time={minutes}")
+    for flag, value in (
+        ("--partition", options.partition),
+        ("--account", options.account),
+        ("--qos", options.qos),
+        ("--reservation", options.reservation),
+        ("--constraint", options.constraint),
+    ):
+        if value:
+            command.append(f"{flag}={value}")
+    if options.queue_timeout_s:
+        command.append(f"--immediate={options.queue_timeout_s}")
+    return [*command, *options.extra_args, "/bin/bash", "-s"]
+
+
+@dataclass
+class SlurmJob:
+    """The slurm executor's run handle: the srun process and what its runner reported."""
+
+    process: subprocess.Popen[str]
+    fetch: tuple[str, ...]
+    started: float = field(default_factory=time.monotonic)
+    placement: dict[str, str] = field(default_factory=dict)  # node, job, gpus
+    log: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    ending: str = ""  # "exit <code>", "timeout" or "error <why>"
+    stderr: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.placement.get("job", f"srun-{self.process.pid}")
+
+
+class SlurmExecutor:
+    """Runs every item as a SLURM job (see module doc). `registry_image` maps an image tag to where a
+    node pulls it from (the manifest's registry_image)."""
+
+    def __init__(self, options: SlurmOptions, registry_image: Callable[[str], str] = lambda tag: "") -> None:
+        self._options = options
+        self._registry_image = registry_image
+
+    def start(self, run: PreparedRun) -> SlurmJob:
+        options = docker_options(run)
+        if run.customize is not None:
+            run.customize(options)
+        flags = cli_flags({k: v for k, v in options.items() if k not in ("mounts",)})
+        runner = RunnerInput(
+            image=run.image,
+            command=list(options.get("command") or run.command),
+            flags=flags,
+            environment=dict(options.get("environment") or run.environment),
+            archive=workspace_archive(run.workspace),
+            fetch=run.fetch,
+            limit_s=run.limit_s,
+            vendor=run.environment.get("MAD_GPU_VENDOR"),
+            registry_image=self._registry_image(run.image),
+        )
+        try:
+            process = subprocess.Popen(
+                srun_command(run, self._options, run.limit_s),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # Ctrl-C reaches the worker, not srun: scancel ends the job
+            )
+        except OSError as exc:
+            raise StartError(f"cannot run srun: {exc}") from None
+        assert process.stdin is not None
+        process.stdin.write(runner_script(runner))
+        process.stdin.close()
+        return SlurmJob(process, tuple(run.fetch))
+
+    def wait(self, handle: RunHandle, deadline: Deadline, output: Callable[[str], None] | None = None) -> RunOutcome:
+        assert isinstance(handle, SlurmJob)
+        process = handle.process
+        assert process.stdout is not None and process.stderr is not None
+        errors = threading.Thread(target=_drain, args=(process.stderr, handle.stderr), daemon=True)
+        errors.start()
+        _read_frames(process.stdout, handle, output)
+        process.wait()
+        errors.join(5)
+        if deadline.on_stopped is not None:
+            deadline.on_stopped()
+        return _outcome(handle, deadline)
+
+    def copy_out(self, handle: RunHandle, dest: Path, subdir: str = "") -> Path | None:
+        return None  # the node's run directory is gone with its container; fetched files come back framed
+
+    def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
+        """The runner removes its container; a job still running (an interrupted test) is cancelled."""
+        assert isinstance(handle, SlurmJob)
+        if handle.process.poll() is None:
+            job = handle.placement.get("job")
+            if job:
+                subprocess.run(["scancel", job], capture_output=True, check=False)
+            try:
+                handle.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                subprocess.run(["scancel", "--signal=KILL", job or ""], capture_output=True, check=False)
+        return None
+
+    def remove_run(self, run_id: str, worker: str | None = None) -> int:
+        """Cancel the run's jobs (one worker's, when named): scancel, never a signal to srun."""
+        listed = subprocess.run(
+            ["squeue", "-h", "-n", job_name(run_id), "-o", "%i %k"], capture_output=True, text=True, check=False
+        )
+        jobs = [
+            line.split()[0]
+            for line in listed.stdout.splitlines()
+            if line.strip() and (worker is None or f" {worker} " in f" {line} ")
+        ]
+        if jobs:
+            subprocess.run(["scancel", *jobs], capture_output=True, check=False)
+        return len(jobs)
+
+
+def _drain(stream: IO[str], into: list[str]) -> None:
+    for line in stream:
+        into.append(line)
+
+
+def _read_frames(stream: IO[str], job: SlurmJob, output: Callable[[str], None] | None) -> None:
+    """The runner's stdout: log lines go to `output`, frames into the job."""
+    receiving: str | None = None
+    chunks: list[str] = []
+    for line in stream:
+        if line.startswith(FRAME) and line.rstrip().endswith("==="):
+            kind, _, rest = line.strip()[len(FRAME) : -3].partition(" ")
+            if kind == "placed":
+                job.placement = dict(part.split("=", 1) for part in rest.split() if "=" in part)
+            elif kind == "file":
+                receiving, chunks = rest, []
+            elif kind == "end" and receiving is not None:
+                job.files[receiving] = _untar_one(base64.b64decode("".join(chunks)))
+                receiving = None
+            elif kind in ("exit", "timeout", "error"):
+                job.ending = f"{kind} {rest}".strip()
+            continue
+        if receiving is not None:
+            chunks.append(line.strip())
+            continue
+        job.log.append(line)
+        if output is not None:
+            output(line)
+
+
+def _untar_one(data: bytes) -> bytes:
+    if not data:
+        return b""
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                handle = tar.extractfile(member)
+                return handle.read() if handle else b""
+    return b""
+
+
+def _outcome(job: SlurmJob, deadline: Deadline) -> RunOutcome:
+    ending = job.ending
+    stderr = "".join(job.stderr).strip()
+    last = stderr.splitlines()[-1] if stderr else ""
+    if not job.placement and ("Unable to allocate resources" in stderr or "immediate" in stderr.lower()):
+        raise NoResources(f"SLURM gave no resources in time: {last}")
+    if ending.startswith("error") or not ending:
+        why = ending[len("error") :].strip() or last or "no word from the node"
+        raise ExecutorLost(f"SLURM job {job.placement.get('job', '?')}: {why}")
+    code: int | None = None
+    if ending.startswith("exit"):
+        try:
+            code = int(ending.split()[1])
+        except (IndexError, ValueError):
+            code = -1
+    return RunOutcome(
+        exit_code=code,
+        log="".join(job.log),
+        timed_out=ending == "timeout",
+        duration=time.monotonic() - job.started,
+        container_id=job.placement.get("job", ""),
+        files=dict(job.files),
+        placement=dict(job.placement),
+    )
+
+
+__all__ = ["NoResources", "SlurmExecutor", "SlurmJob", "SlurmOptions", "job_name", "srun_command"]

@@ -1,0 +1,125 @@
+"""The shell runner an item's SLURM job executes on its node, sent on srun's standard input.
+
+It carries everything (workspace archive, environment, secrets), so the nodes need no shared
+filesystem and nothing secret lands on a command line or a disk: the environment reaches docker
+through a process substitution. It starts the container with the GPUs SLURM allocated, streams the
+container's output, enforces the model's limit from the container's start, frames its facts and
+files for the worker, and removes the container whatever happens (TERM/INT from scancel included).
+"""
+
+from __future__ import annotations
+
+import base64
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+FRAME = "===pmad:"  # a line the worker takes apart: ===pmad:<kind> <fields>===
+SLURM_JOB_LABEL = "pytest-madengine.slurm-job"
+
+_RENDER_OF = r"""render_of() {
+  local want=$1 index=0 props minor
+  for props in $(ls -d /sys/class/kfd/kfd/topology/nodes/*/ 2>/dev/null | sort -V); do
+    grep -q '^gpu_id [1-9]' "$props/properties" 2>/dev/null || continue
+    if [ "$index" = "$want" ]; then
+      minor=$(awk '/^drm_render_minor/ {print $2}' "$props/properties")
+      [ -n "$minor" ] && echo "/dev/dri/renderD$minor"
+      return
+    fi
+    index=$((index + 1))
+  done
+}"""
+
+
+@dataclass(frozen=True)
+class RunnerInput:
+    image: str
+    command: Sequence[str]
+    flags: Sequence[str]  # docker create flags (labels, run options), environment excepted
+    environment: Mapping[str, str] = field(repr=False)
+    archive: bytes = field(repr=False, default=b"")
+    fetch: Sequence[str] = ()  # run-directory files to frame back
+    limit_s: float = 0.0  # 0: none
+    vendor: str | None = None  # how to pass the allocated GPUs: AMD, NVIDIA, or none
+    registry_image: str = ""  # pulled when the node lacks the image
+
+
+def _heredoc(tag: str, body: str) -> str:
+    if f"\n{tag}\n" in f"\n{body}\n":
+        raise ValueError(f"the runner's {tag} block would end early")
+    return f"<<'{tag}'\n{body}\n{tag}"
+
+
+def _env_block(environment: Mapping[str, str]) -> str:
+    lines = [f"{k}={str(v).replace(chr(10), ' ')}" for k, v in environment.items()]
+    return "\n".join(lines)
+
+
+def runner_script(job: RunnerInput) -> str:
+    """The bash script; every word from the user is quoted, and secrets stay in here-documents."""
+    image = shlex.quote(job.image)
+    flags = " ".join(shlex.quote(f) for f in job.flags)
+    command = " ".join(shlex.quote(c) for c in job.command)
+    limit = int(job.limit_s + 0.999) if job.limit_s > 0 else 0
+    pull = (
+        f"docker pull -q {shlex.quote(job.registry_image)} >/dev/null && "
+        f"docker tag {shlex.quote(job.registry_image)} {image}"
+        if job.registry_image
+        else "false"
+    )
+    gpu_flags = {  # only where the node has the devices (a test cluster's fake GPUs have none)
+        "AMD": "[ -e /dev/kfd ] && { gpuflags=(--device /dev/kfd --group-add video); for i in ${gpus//,/ }; do "
+        'r=$(render_of "$i"); [ -n "$r" ] && gpuflags+=(--device "$r"); done; }',
+        "NVIDIA": 'command -v nvidia-smi >/dev/null && gpuflags=(--gpus "\\"device=$gpus\\"")',
+    }.get(job.vendor or "", ":")
+    fetch = "\n".join(
+        f'echo "{FRAME}file {name}==="; docker cp "$cid":{shlex.quote("/myworkspace/run_directory/" + name)} - '
+        f'2>/dev/null | base64; echo "{FRAME}end==="'
+        for name in job.fetch
+    )
+    archive = base64.encodebytes(job.archive).decode().rstrip("\n")
+    return f"""#!/bin/bash
+# written by pytest-madengine: one model on this node
+set -u
+job=${{SLURM_JOB_ID:-0}}
+node=${{SLURMD_NODENAME:-$(hostname -s)}}
+gpus=${{SLURM_STEP_GPUS:-${{SLURM_JOB_GPUS:-}}}}
+count=$(echo "$gpus" | awk -F, '{{print ($0 == "" ? 0 : NF)}}')
+echo "{FRAME}placed node=$node job=$job gpus=$gpus==="
+# Containers of jobs SLURM no longer lists (a job killed with SIGKILL could not remove its own).
+if command -v squeue >/dev/null 2>&1; then
+  for stale in $(docker ps -aq --filter label={SLURM_JOB_LABEL} 2>/dev/null); do
+    owner=$(docker inspect -f '{{{{index .Config.Labels "{SLURM_JOB_LABEL}"}}}}' "$stale" 2>/dev/null)
+    [ -n "$owner" ] && [ -z "$(squeue -h -j "$owner" 2>/dev/null)" ] && docker rm -f "$stale" >/dev/null 2>&1
+  done
+fi
+{_RENDER_OF}
+gpuflags=()
+if [ -n "$gpus" ]; then {gpu_flags}; fi
+make() {{
+  docker create {flags} "${{gpuflags[@]}}" --label {SLURM_JOB_LABEL}="$job" --env-file <(cat {_heredoc("PMAD_ENV", _env_block(job.environment))}
+) -e MAD_HOST_GPU_IDS="$gpus" -e MAD_RUNTIME_NGPUS="$count" {image} {command} 2>/dev/null
+}}
+cid=$(make) || {{ {pull} && cid=$(make); }} || {{ echo "{FRAME}error cannot create a container of {image} on node $node==="; exit 3; }}
+trap 'docker rm -f "$cid" >/dev/null 2>&1; exit 143' TERM INT HUP
+base64 -d <<'PMAD_ARCHIVE' | docker cp - "$cid":/ || {{ docker rm -f "$cid" >/dev/null; echo "{FRAME}error workspace copy failed==="; exit 3; }}
+{archive}
+PMAD_ARCHIVE
+echo "{FRAME}started==="
+# Attached: the output streams as it comes and the exit code is the model's. The limit runs from the start.
+# Attached in the background: bash's `wait` gives way to scancel's TERM (the trap then removes the
+# container), and a watcher kills the container at the limit, counted from its start.
+docker start -a "$cid" 2>&1 &
+attached=$!
+watcher=
+# (its own sleep ends with it, and it holds none of srun's pipes: the job's output ends with the model's)
+if [ {limit} -gt 0 ]; then
+  ( trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep {limit} & nap=$!; wait "$nap"; docker kill "$cid" ) >/dev/null 2>&1 &
+  watcher=$!
+fi
+wait "$attached"; code=$?
+if [ -n "$watcher" ] && ! kill -0 "$watcher" 2>/dev/null; then echo "{FRAME}timeout==="
+else [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; echo "{FRAME}exit $code==="; fi
+{fetch}
+docker rm -f "$cid" >/dev/null 2>&1
+"""

@@ -1,0 +1,202 @@
+"""Items as SLURM jobs on a two-node cluster started for the session (tools/slurm-cluster.sh): SLURM
+places them; the containers' own clocks and GPU ids, the engine's events and SLURM's queue judge."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import docker
+import pytest
+from zoo import (
+    EngineEvents,
+    Zoo,
+    kill_session,
+    labelled_containers,
+    read_perf,
+    remove_run,
+    run_id_of,
+    start_session,
+    wait_until,
+)
+
+SLURM = (
+    "--madengine-arch",
+    "gfx942",
+    "--madengine-slurm",
+    "-p",
+    "no:cacheprovider",
+    "--madengine-perf-csv",
+    "perf.csv",
+)
+
+# Each container stamps its GPU ids and its own clock at start and end.
+STAMP = """#!/bin/bash
+echo "slot gpus=$MAD_HOST_GPU_IDS n=$MAD_RUNTIME_NGPUS start=$(cut -d' ' -f1 /proc/uptime)"
+sleep {sleep}
+echo "slot end=$(cut -d' ' -f1 /proc/uptime)"
+echo "performance: 1 slots"
+"""
+
+
+@pytest.fixture
+def cluster(slurm_cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for name, value in slurm_cluster.items():
+        monkeypatch.setenv(name, value)
+    return slurm_cluster
+
+
+def queued(run_id: str) -> list[str]:
+    """SLURM's own list of the run's jobs still pending or running."""
+    done = subprocess.run(["squeue", "-h", "-n", f"pmad-{run_id}", "-o", "%i"], capture_output=True, text=True)
+    return done.stdout.split()
+
+
+def slots(log: str) -> tuple[set[int], float, float]:
+    start_line = next(line for line in log.splitlines() if line.startswith("slot gpus="))
+    end_line = next(line for line in log.splitlines() if line.startswith("slot end="))
+    fields = dict(part.split("=", 1) for part in start_line.split()[1:])
+    ids = {int(i) for i in fields["gpus"].split(",") if i}
+    return ids, float(fields["start"]), float(end_line.split("=", 1)[1])
+
+
+def test_mixed_models_share_the_cluster_without_overlap(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str]
+) -> None:
+    sizes = [1, 2, 3, 4, 1, 2, 1, 4, 2, 1, 3, 1, 2, 1, 1, 2, 4, 1, 2, 1]
+    zoo.script("m/run.sh", STAMP.format(sleep=1))
+    zoo.models([zoo.model(f"m{i:02d}", script="scripts/m/run.sh", n_gpus=n) for i, n in enumerate(sizes)])
+    result = pytester.runpytest_subprocess(*SLURM, "-n", "4", "--junitxml=j.xml", timeout=600)
+    result.assert_outcomes(passed=20)
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    assert {r["deployment_type"] for r in rows.values()} == {"slurm"}
+    assert {r["machine_name"] for r in rows.values()} <= {"n1", "n2"}
+    # Every testcase names its job; the GPU ids it names are the ones its container saw.
+    cases = ET.parse(pytester.path / "j.xml").getroot().iter("testcase")
+    jobs = {c.get("name"): {p.get("name"): p.get("value") for p in c.iter("property")} for c in cases}
+    assert all((props.get("slurm_job") or "").isdigit() for props in jobs.values()) and len(jobs) == 20
+    seen = {}
+    for name in rows:
+        log = (pytester.path / "madengine_logs" / f"{name}_dummy.ubuntu.amd.gfx942.run.log").read_text()
+        ids, start, end = slots(log)
+        assert len(ids) == int(rows[name]["n_gpus"]) == sizes[int(name[1:])]
+        assert ",".join(str(i) for i in sorted(ids)) == jobs[f"{name}[gfx942]"]["gpus"]
+        seen[name] = (rows[name]["machine_name"], ids, start, end)
+    for (a, (node_a, ids_a, start_a, end_a)), (b, (node_b, ids_b, start_b, end_b)) in itertools.combinations(
+        seen.items(), 2
+    ):
+        if node_a == node_b and ids_a & ids_b:
+            assert end_a <= start_b or end_b <= start_a, f"{a} and {b} shared GPUs {ids_a & ids_b} on {node_a}"
+
+
+def test_a_model_past_its_limit_times_out_and_leaves_nothing(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    zoo.script("m/run.sh", STAMP.format(sleep=120))
+    zoo.models([zoo.model("m", n_gpus=1, timeout=3)])
+    with EngineEvents(docker_client) as events:
+        result = pytester.runpytest_subprocess(*SLURM, timeout=300)
+        run_id = run_id_of(pytester.path)
+        wait_until(lambda: len(events.of_run(run_id, "destroy")) == 1, 60, "the engine reports the container gone")
+    result.assert_outcomes(failed=1)
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert (row["status"], row["reason"]) == ("FAILURE", "timeout")
+    started = events.times(run_id, "start")["models.json::m[gfx942]"]
+    died = events.times(run_id, "die")["models.json::m[gfx942]"]
+    assert died - started <= 3 + 2  # killed within 2 s of the deadline, by the engine's clock
+    assert queued(run_id) == [] and labelled_containers(docker_client, run_id) == []
+
+
+def fast_row_written(path: Path) -> bool:
+    return path.exists() and any(line.startswith("fast,") for line in path.read_text().splitlines())
+
+
+def interrupt_mid_run(pytester: pytest.Pytester, docker_client: docker.DockerClient, how: str) -> None:
+    """Start a session, wait until `fast` finished and a slow job runs, then Ctrl-C the session or
+    SIGKILL one of its workers; afterwards SLURM lists no job of the run and the engine no container."""
+    args = (*SLURM, "-n", "2") if how == "kill-worker" else SLURM
+    session = start_session(pytester.path, *args)
+    run_id = ""
+    try:
+        run_id = run_id_of(pytester.path)
+        current = run_id
+        wait_until(lambda: fast_row_written(pytester.path / "perf.csv") and len(queued(current)) >= 1, 120, "a job")
+        if how == "kill-worker":  # the controller cancels that worker's job; the other runs on
+            wait_until(lambda: len(queued(current)) == 2, 120, "both slow jobs running")
+            workers = subprocess.run(["ps", "-o", "pid=", "--ppid", str(session.pid)], capture_output=True, text=True)
+            os.kill(int(workers.stdout.split()[0]), signal.SIGKILL)
+            wait_until(lambda: len(queued(current)) == 1, 60, "the killed worker's job cancelled")
+            wait_until(lambda: len(labelled_containers(docker_client, current)) == 1, 60, "its container removed")
+        os.kill(session.pid, signal.SIGINT)
+        session.communicate(timeout=120)
+        wait_until(lambda: queued(current) == [], 60, f"no job of the run left ({how})")
+        wait_until(lambda: labelled_containers(docker_client, current) == [], 60, f"no container left ({how})")
+        rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+        assert rows["fast"]["status"] == "SUCCESS"  # a finished model's row is kept
+    finally:
+        kill_session(session)
+        if run_id:
+            subprocess.run(["scancel", "-n", f"pmad-{run_id}"], capture_output=True, check=False)
+            remove_run(docker_client, run_id)
+
+
+def test_ctrl_c_and_a_killed_worker_leave_no_job_and_no_container(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    zoo.script("fast/run.sh", STAMP.format(sleep=0))
+    zoo.script("slow/run.sh", STAMP.format(sleep=300))
+    slow = [zoo.model(f"slow{i}", script="scripts/slow/run.sh", n_gpus=1) for i in range(2)]
+    zoo.models([zoo.model("fast", n_gpus=1), *slow])
+    interrupt_mid_run(pytester, docker_client, "interrupt")
+    (pytester.path / "perf.csv").unlink()
+    interrupt_mid_run(pytester, docker_client, "kill-worker")
+
+
+def test_what_no_node_can_hold_is_skipped_and_slurm_multi_needs_slurm(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zoo.script("m/run.sh")
+    zoo.models(
+        [
+            zoo.model("eight", script="scripts/m/run.sh", n_gpus=8),
+            zoo.model("multi", script="scripts/m/run.sh", distributed={"launcher": "slurm_multi", "nnodes": 2}),
+        ]
+    )
+    result = pytester.runpytest_subprocess(*SLURM, "-rs", timeout=300)
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*needs 8 GPUs per node, the largest node has 4*"])
+    monkeypatch.delenv("SLURM_CONF")
+    local = pytester.runpytest_subprocess(
+        "--madengine-arch",
+        "gfx942",
+        "--madengine-gpus",
+        "0-3",
+        "-p",
+        "no:cacheprovider",
+        "-rs",
+        "--madengine-perf-csv",
+        "local.csv",
+        "-k",
+        "multi",
+        timeout=300,
+    )
+    local.assert_outcomes(skipped=1)
+    local.stdout.fnmatch_lines(["*needs SLURM (a slurm_multi card)*"])
+
+
+def test_slurm_without_a_cluster_is_a_usage_error(pytester: pytest.Pytester, zoo: Zoo, tmp_path: Path) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    env_conf = tmp_path / "nowhere.conf"
+    env_conf.write_text("ClusterName=none\nSlurmctldHost=localhost\nSlurmctldPort=1\n")
+    os.environ["SLURM_CONF"] = str(env_conf)
+    try:
+        result = pytester.runpytest_subprocess(*SLURM, timeout=120)
+    finally:
+        del os.environ["SLURM_CONF"]
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--madengine-slurm: *sinfo*"])
