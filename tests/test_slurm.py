@@ -130,7 +130,7 @@ def interrupt_mid_run(pytester: pytest.Pytester, docker_client: docker.DockerCli
             workers = subprocess.run(["ps", "-o", "pid=", "--ppid", str(session.pid)], capture_output=True, text=True)
             os.kill(int(workers.stdout.split()[0]), signal.SIGKILL)
             wait_until(lambda: len(queued(current)) == 1, 60, "the killed worker's job cancelled")
-            wait_until(lambda: len(labelled_containers(docker_client, current)) == 1, 60, "its container removed")
+            wait_until(lambda: len(labelled_containers(docker_client, current)) == 1, 120, "its container removed")
         os.kill(session.pid, signal.SIGINT)
         session.communicate(timeout=120)
         wait_until(lambda: queued(current) == [], 60, f"no job of the run left ({how})")

@@ -78,7 +78,23 @@ def runner_script(job: RunnerInput) -> str:
         for name in job.fetch
     )
     archive = base64.encodebytes(job.archive).decode().rstrip("\n")
-    return f"""#!/bin/bash
+    return _TEMPLATE.format(
+        FRAME=FRAME,
+        SLURM_JOB_LABEL=SLURM_JOB_LABEL,
+        _RENDER_OF=_RENDER_OF,
+        image=image,
+        flags=flags,
+        command=command,
+        limit=limit,
+        pull=pull,
+        gpu_flags=gpu_flags,
+        fetch=fetch,
+        archive=archive,
+        env_heredoc=_heredoc("PMAD_ENV", _env_block(job.environment)),
+    )
+
+
+_TEMPLATE = """#!/bin/bash
 # written by pytest-madengine: one model on this node
 set -u
 job=${{SLURM_JOB_ID:-0}}
@@ -97,11 +113,11 @@ fi
 gpuflags=()
 if [ -n "$gpus" ]; then {gpu_flags}; fi
 make() {{
-  docker create {flags} "${{gpuflags[@]}}" --label {SLURM_JOB_LABEL}="$job" --env-file <(cat {_heredoc("PMAD_ENV", _env_block(job.environment))}
+  docker create {flags} "${{gpuflags[@]}}" --label {SLURM_JOB_LABEL}="$job" --env-file <(cat {env_heredoc}
 ) -e MAD_HOST_GPU_IDS="$gpus" -e MAD_RUNTIME_NGPUS="$count" {image} {command} 2>/dev/null
 }}
 cid=$(make) || {{ {pull} && cid=$(make); }} || {{ echo "{FRAME}error cannot create a container of {image} on node $node==="; exit 3; }}
-trap 'docker rm -f "$cid" >/dev/null 2>&1; exit 143' TERM INT HUP
+trap 'trap "" TERM INT HUP; docker rm -f "$cid" >/dev/null 2>&1; exit 143' TERM INT HUP
 base64 -d <<'PMAD_ARCHIVE' | docker cp - "$cid":/ || {{ docker rm -f "$cid" >/dev/null; echo "{FRAME}error workspace copy failed==="; exit 3; }}
 {archive}
 PMAD_ARCHIVE
