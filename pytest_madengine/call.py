@@ -36,7 +36,8 @@ def model_test(
     item = request.node
     record: ItemRecord = item.record
     runtime: Runtime = request.config.stash[RUNTIME_KEY]
-    item.user_properties.append(("gpus", madengine_gpus.ids_text))
+    if runtime.settings.slurm is None:  # under SLURM the node says which GPUs (below, from the run)
+        item.user_properties.append(("gpus", madengine_gpus.ids_text))
     try:
         run = _run(item, record, runtime, madengine_container, madengine_gpus)
         item.add_report_section("call", "stdout", run.outcome.log)
@@ -61,8 +62,7 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
             runtime.executor(), handle, spec, Deadline(seconds, source, lease.release), log, _parser(item, runtime)
         )
         placement = record.run.outcome.placement
-        if placement:  # SLURM's ids, not the count-only lease the worker held
-            item.user_properties[:] = [p for p in item.user_properties if p[0] != "gpus"]
+        if placement:  # the ids SLURM allocated (the worker's lease is a count only)
             item.user_properties += [("gpus", placement.get("gpus", "")), ("slurm_job", placement.get("job", ""))]
         if runtime.tools(spec.root):
             _bring_back_artifacts(item, runtime, handle)

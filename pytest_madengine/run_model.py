@@ -37,16 +37,19 @@ def finish_model(
     """Wait for the started model, streaming its output to its log, and judge the run; `parse` (a
     conftest's parse_result hook) sees the log and a copy of the run directory, and wins."""
     log.path.parent.mkdir(parents=True, exist_ok=True)
+    streamed: list[str] = []
     with log.path.open("w", encoding="utf-8") as sink:
 
         def output(text: str) -> None:
+            streamed.append(text)
             sink.write(text)
             sink.flush()
             if log.echo is not None:
                 log.echo(text)
 
         outcome = executor.wait(handle, deadline, output)
-    log.path.write_text(outcome.log, encoding="utf-8")  # the engine's whole log, should the stream have broken
+    if "".join(streamed) != outcome.log:  # the stream broke: the engine's whole log instead
+        log.path.write_text(outcome.log, encoding="utf-8")
     log_path = log.path
     custom = None
     if parse is not None and outcome.exit_code == 0 and not outcome.timed_out:

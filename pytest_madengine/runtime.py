@@ -22,7 +22,7 @@ from .engine.build_args import GIT_PASSWORD_ENV, GIT_USER_ENV
 from .engine.client import Connection
 from .engine.executor import Executor
 from .engine.images import BuildPolicy, ImageBuilder
-from .engine.local import LocalDocker
+from .engine.local import ImageConfigs, LocalDocker
 from .engine.registry import Credentials, Registry, RegistryError, find_credentials, registry_host
 from .engine.registry import pull as pull_image
 from .engine.slurm import SlurmExecutor
@@ -56,11 +56,11 @@ class Runtime:
     _manifest: dict[str, BuildRecord] | None = None
     _baselines: dict[tuple[str, str], Baseline] | None = None
     _connection: Connection = field(default_factory=Connection)
+    _image_configs: ImageConfigs = field(init=False)
     _executor: Executor | None = None
     _builder: ImageBuilder | None = None
     _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
     _security_options: list[str] | None = None
-    _image_env: dict[str, list[str]] = field(default_factory=dict)
     capacity: Capacity = field(default_factory=Capacity)  # with --madengine-slurm: GPUs per node
     warned_fields: set[str] = field(default_factory=set)  # unused models.json fields already named
     warned_dockerfiles: set[Path] = field(default_factory=set)  # left out for want of a header, already named
@@ -108,6 +108,9 @@ class Runtime:
             capacity=capacity,
         )
 
+    def __post_init__(self) -> None:
+        self._image_configs = ImageConfigs(self._connection)
+
     def archs(self) -> tuple[str, ...]:
         """The archs to make items for: the user's, else the host's, else cpu."""
         return self.settings.archs or self.detection.archs or ("cpu",)
@@ -147,6 +150,7 @@ class Runtime:
                 self.escaping_links,
                 self.security_options,
                 [*self.settings.secrets, GIT_USER_ENV, GIT_PASSWORD_ENV],
+                self._image_configs,
             )
         return self._executor
 
@@ -202,10 +206,8 @@ class Runtime:
         return load_catalog(files, root)
 
     def image_env(self, image: str) -> list[str]:
-        """The image's ENV entries, asked once per image and process."""
-        if image not in self._image_env:
-            self._image_env[image] = list(self.client().images.get(image).attrs.get("Config", {}).get("Env") or [])
-        return self._image_env[image]
+        """The image's ENV entries (one engine question per image and process, shared with the executor)."""
+        return list((self._image_configs(image) or {}).get("Env") or [])
 
     def security_options(self) -> list[str]:
         """The engine's `docker info` SecurityOptions (selinux, userns...), asked once per process; an

@@ -221,14 +221,15 @@ class ImageBuilder:
             except docker.errors.ImageNotFound:
                 image = None
             if image is not None and (image.labels or {}).get(HASH_LABEL) == content_hash:
+                base = request.base_docker
                 return BuiltImage(
                     tag=tag,
                     image_id=image.id or "",
                     build_duration=0.0,
                     reused=True,
                     log_path="",
-                    base_docker=request.base_docker,
-                    docker_sha=self._base_sha(request.base_docker),
+                    base_docker=base,
+                    docker_sha=self._base_sha(base),
                 )
         return self._build(request, content_hash, tag)
 
@@ -252,14 +253,15 @@ class ImageBuilder:
                 str(log_path),
                 log_tail(text),
             )
+        base = request.base_docker
         return BuiltImage(
             tag=tag,
             image_id=image_id,
             build_duration=round(duration, 3),
             reused=False,
             log_path=str(log_path),
-            base_docker=request.base_docker,
-            docker_sha=self._base_sha(request.base_docker),
+            base_docker=base,
+            docker_sha=self._base_sha(base),
         )
 
     def _stream_build(self, request: BuildRequest, content_hash: str, tag: str, log: TextIO) -> tuple[str, str]:

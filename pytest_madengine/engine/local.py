@@ -41,8 +41,8 @@ from .workspace import (
 
 def docker_options(run: PreparedRun) -> dict[str, Any]:
     """Keyword arguments for `containers.create`: the run's own, then its run options on top (lists
-    such as devices add up, the environment merges, the card wins elsewhere); the
-    container_options hook may adjust them."""
+    such as devices add up, the environment merges, the card wins elsewhere), then the run's
+    `customize` (the container_options hook) adjusts them."""
     options: dict[str, Any] = {
         "image": run.image,
         "command": list(run.command),
@@ -59,12 +59,32 @@ def docker_options(run: PreparedRun) -> dict[str, Any]:
         options["group_add"] = ["video"]
     elif lease.count and lease.vendor == "NVIDIA":
         options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in lease.ids], capabilities=[["gpu"]])]
-    return merge_options(options, run.run_options)
+    options = merge_options(options, run.run_options)
+    if run.customize is not None:
+        run.customize(options)
+    return options
 
 
 def scripts_mount(scripts_root: Path) -> Mount:
     """The zoo's scripts/ at /myworkspace/scripts, read-only: the container sees it and writes nothing back."""
     return Mount(SCRIPTS_MOUNT, str(scripts_root.resolve()), type="bind", read_only=True)
+
+
+class ImageConfigs:
+    """Images' Config (User, Env, Entrypoint), asked of the engine once per image and process and
+    shared by whoever needs it; None when the engine cannot say."""
+
+    def __init__(self, connect: Callable[[], docker.DockerClient]) -> None:
+        self._connect = connect
+        self._configs: dict[str, Mapping[str, Any]] = {}
+
+    def __call__(self, image: str) -> Mapping[str, Any] | None:
+        if image not in self._configs:
+            try:
+                self._configs[image] = self._connect().images.get(image).attrs.get("Config") or {}
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                return None
+        return self._configs[image]
 
 
 class LocalDocker:
@@ -81,13 +101,14 @@ class LocalDocker:
         escaping: Callable[[Path], Sequence[Path]] = escaping_links,
         security_options: Callable[[], Sequence[str]] = tuple,
         secret_names: Iterable[str] = (),
+        image_configs: ImageConfigs | None = None,
     ) -> None:
         self._connect = connect
         self._docker_host = docker_host
         self._escaping = escaping
         self._security_options = security_options
         self._secret_names = tuple(secret_names)
-        self._image_configs: dict[str, Mapping[str, Any] | None] = {}
+        self._image_config = image_configs or ImageConfigs(connect)
         self._found: dict[tuple[str, str, str], bool] = {}  # (image, program, PATH): is it there
         self._dangling: dict[Path, bool] = {}  # run directory: holds a link to nothing
 
@@ -99,8 +120,6 @@ class LocalDocker:
         Desktop does not share. Then the copy is used instead, as for a remote engine.
         """
         options = docker_options(run)
-        if run.customize is not None:
-            run.customize(options)
         client = self._connect()
         workspace = run.workspace
         # Pre/post scripts (MAD's rocEnvTool) write beside themselves under ../scripts: they get the copy.
@@ -124,7 +143,7 @@ class LocalDocker:
         directory itself (`copy_then_exec`): no put_archive. Anything else gets the archive: another
         user, an entrypoint (it would run before the copy, and may drop root), dropped capabilities."""
         source = run_dir_below(workspace.run_dir, workspace.scripts_root)
-        config = self._image_config(client, str(options["image"]))
+        config = self._image_config(str(options["image"]))
         command = options.get("command")
         if workspace.extra or source is None or config is None or not isinstance(command, list) or not command:
             return start_container(client, options, workspace_archive(workspace, with_scripts=False))
@@ -137,15 +156,6 @@ class LocalDocker:
         path = search_path(options.get("environment") or {}, config.get("Env") or [])
         check = self._program_check(str(command[0]), path)
         return start_container(client, {**options, "command": copy_then_exec(source, command)}, None, check)
-
-    def _image_config(self, client: docker.DockerClient, image: str) -> Mapping[str, Any] | None:
-        """The image's Config (User, Env), asked once per image; None when the engine cannot say."""
-        if image not in self._image_configs:
-            try:
-                self._image_configs[image] = client.images.get(image).attrs.get("Config") or {}
-            except (docker.errors.DockerException, requests.exceptions.RequestException):
-                return None
-        return self._image_configs[image]
 
     def _program_check(self, program: str, path: str) -> Callable[[Any], None]:
         """Docker's own setup error for a missing program, kept though the container now starts `sh`

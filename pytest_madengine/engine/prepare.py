@@ -166,7 +166,7 @@ def with_extras(run: PreparedRun, spec: ModelSpec, context: RunContext, extras: 
         for tool in extras.tools:
             environment.update(tool.env_vars)
         environment.update(context.docker_env_vars)  # the context's still win
-    if not has_steps(context, extras, spec.url):
+    if not has_steps(RunContext(), extras):  # nothing beyond what prepare_run already put in the driver
         return replace(run, environment=environment, run_options=options)
     workspace = replace(run.workspace, extra=step_files(spec, context, extras))
     return replace(run, command=DRIVER_COMMAND, environment=environment, run_options=options, workspace=workspace)

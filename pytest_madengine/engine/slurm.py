@@ -108,8 +108,6 @@ class SlurmExecutor:
 
     def start(self, run: PreparedRun) -> SlurmJob:
         options = docker_options(run)
-        if run.customize is not None:
-            run.customize(options)
         flags = cli_flags({k: v for k, v in options.items() if k not in ("mounts",)})
         runner = RunnerInput(
             image=run.image,
