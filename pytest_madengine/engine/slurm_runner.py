@@ -117,7 +117,7 @@ make() {{
 ) -e MAD_HOST_GPU_IDS="$gpus" -e MAD_RUNTIME_NGPUS="$count" {image} {command} 2>/dev/null
 }}
 cid=$(make) || {{ {pull} && cid=$(make); }} || {{ echo "{FRAME}error cannot create a container of {image} on node $node==="; exit 3; }}
-trap 'trap "" TERM INT HUP; docker rm -f "$cid" >/dev/null 2>&1; exit 143' TERM INT HUP
+trap 'trap "" TERM INT HUP; docker rm -f "$cid" >/dev/null 2>&1; rm -f "${{mark:-}}"; exit 143' TERM INT HUP
 base64 -d <<'PMAD_ARCHIVE' | docker cp - "$cid":/ || {{ docker rm -f "$cid" >/dev/null; echo "{FRAME}error workspace copy failed==="; exit 3; }}
 {archive}
 PMAD_ARCHIVE
@@ -129,12 +129,14 @@ docker start -a "$cid" 2>&1 &
 attached=$!
 watcher=
 # (its own sleep ends with it, and it holds none of srun's pipes: the job's output ends with the model's)
+# It marks the timeout before it kills: the container can be gone while `docker kill` still runs.
+mark=$(mktemp -u /tmp/pmad-timeout.XXXXXX)
 if [ {limit} -gt 0 ]; then
-  ( trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep {limit} & nap=$!; wait "$nap"; docker kill "$cid" ) >/dev/null 2>&1 &
+  ( trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep {limit} & nap=$!; wait "$nap"; : >"$mark"; docker kill "$cid" ) >/dev/null 2>&1 &
   watcher=$!
 fi
 wait "$attached"; code=$?
-if [ -n "$watcher" ] && ! kill -0 "$watcher" 2>/dev/null; then echo "{FRAME}timeout==="
+if [ -e "$mark" ]; then wait "$watcher"; rm -f "$mark"; echo "{FRAME}timeout==="
 else [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; echo "{FRAME}exit $code==="; fi
 {fetch}
 docker rm -f "$cid" >/dev/null 2>&1
