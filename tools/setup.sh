@@ -22,3 +22,7 @@ fi
 fi
 python3 -m pip install -q -e '.[dev]' 2>&1 | grep -v -i "running pip as the 'root' user" || true
 python3 -c 'import pytest_madengine' 
+
+# An editable install compiles nothing and, under PYTHONDONTWRITEBYTECODE, nothing is cached: every
+# pytest session would compile the plugin's modules again. A wheel install compiles them; so do we.
+python3 -m compileall -q pytest_madengine >/dev/null
