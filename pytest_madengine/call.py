@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -64,6 +64,7 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
         placement = record.run.outcome.placement
         if placement:  # the ids SLURM allocated (the worker's lease is a count only)
             item.user_properties += [("gpus", placement.get("gpus", "")), ("slurm_job", placement.get("job", ""))]
+        _keep_rank_logs(item, log_path, record.run.outcome.rank_logs)
         if runtime.tools(spec.root):
             _bring_back_artifacts(item, runtime, handle)
     except NoResources as exc:
@@ -71,6 +72,16 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
     except ExecutorLost as exc:
         raise type(exc)(f"model {spec.name} on {record.arch}: {exc}") from None
     return record.run
+
+
+def _keep_rank_logs(item: pytest.Item, log_path: Path, rank_logs: Mapping[int, str]) -> None:
+    """A multi-node run's other nodes: each log beside the run log (`.rank<N>.run.log`), its path a
+    JUnit property, its text a section of the report."""
+    for rank, text in sorted(rank_logs.items()):
+        path = log_path.with_name(log_path.name.removesuffix(".run.log") + f".rank{rank}.run.log")
+        path.write_text(text, encoding="utf-8")
+        item.user_properties.append((f"log_rank{rank}", str(path)))
+        item.add_report_section("call", f"rank {rank} log", text)
 
 
 def _bring_back_artifacts(item: pytest.Item, runtime: Runtime, handle: RunHandle) -> None:

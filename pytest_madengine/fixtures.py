@@ -16,6 +16,7 @@ from .engine.images import BuiltImage
 from .engine.prepare import (
     HostFacts,
     RunIdentity,
+    for_cluster,
     model_environment,
     prepare_run,
     rocm_path_of,
@@ -187,10 +188,10 @@ def madengine_container(
         prepare_run(spec, madengine_image.tag, madengine_gpus, environment, who, settings.context),
         run_options=run_options_for(spec, record.arch, settings.isolation, settings.context),
         limit_s=float(settings.timeout_for(spec.timeout)[0]),
-        whole_nodes=spec.n_gpus == -1 and settings.slurm is not None,
         customize=lambda options: item.ihook.pytest_madengine_container_options(item=item, spec=spec, options=options),
     )
     prepared = with_extras(prepared, spec, settings.context, Extras(data, runtime.tools(spec.root)))
+    prepared = for_cluster(prepared, spec, settings.context, os.environ) if settings.slurm is not None else prepared
     executor = runtime.executor()
     record.handle = handle = executor.start(prepared)
     try:

@@ -20,6 +20,7 @@ from .runtime import RUNTIME_KEY, Runtime
 from .settings import Settings
 from .zoo.archs import skipped_arch, vendor_of
 from .zoo.dockerfiles import Dockerfile, DockerfileCache, left_out, select
+from .zoo.launcher import nnodes_of
 from .zoo.models import ModelsFileError, ModelSpec, load_models, unused_fields
 
 MARKER_DOC = "models.json tag"
@@ -235,19 +236,12 @@ def _slurm_skip(spec: ModelSpec, runtime: Runtime) -> str:
     largest = runtime.capacity.largest
     if spec.n_gpus > largest:
         return f"needs {spec.n_gpus} GPUs per node, the largest node has {largest}"
-    nodes = _nnodes(spec)
-    if nodes > 1:
-        return f"needs {nodes} nodes: multi-node cards are not run on SLURM yet"
+    nodes = nnodes_of(spec.extra, runtime.settings.context.raw)
+    fit = runtime.capacity.nodes_with(max(spec.n_gpus, 0))
+    if nodes > fit:
+        each = f" with {spec.n_gpus} GPU{'s' if spec.n_gpus != 1 else ''}" if spec.n_gpus > 0 else ""
+        return f"needs {nodes} nodes{each}, the cluster has {fit}"
     return ""
-
-
-def _nnodes(spec: ModelSpec) -> int:
-    block = spec.extra.get("distributed")
-    value = (block.get("nnodes") if isinstance(block, dict) else None) or spec.extra.get("nnodes") or 1
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 1
 
 
 def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]]) -> list[pytest.Item]:

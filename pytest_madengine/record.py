@@ -85,7 +85,12 @@ class ItemRecord:
         placement = self.run.outcome.placement if self.run is not None else {}
         if not placement:
             return {}
-        return {"machine_name": placement.get("node", ""), "deployment_type": "slurm", "launcher": "slurm"}
+        return {
+            "machine_name": placement.get("node", ""),
+            "deployment_type": "slurm",
+            "launcher": "slurm",
+            "nnodes": int(placement.get("nnodes", "1") or 1),
+        }
 
     def _from_log(self, pattern: re.Pattern[str]) -> str:
         found = pattern.search(self.run.outcome.log) if self.run is not None else None

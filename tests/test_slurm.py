@@ -111,6 +111,61 @@ def test_a_model_past_its_limit_times_out_and_leaves_nothing(
     assert queued(run_id) == [] and labelled_containers(docker_client, run_id) == []
 
 
+# Each node's container says what rendezvous it was given; rank 1 of `broken_pair` fails.
+RANKS = """#!/bin/bash
+echo "rank=$NODE_RANK addr=$MASTER_ADDR port=$MASTER_PORT nnodes=$NNODES world=$WORLD_SIZE nproc=$NPROC_PER_NODE"
+echo "runner=$MAD_MULTI_NODE_RUNNER"
+if [ "$NODE_RANK" = 1 ] && [ "$MAD_MODEL_NAME" = broken_pair ]; then echo "rank 1 gives up"; exit 3; fi
+if [ "$NODE_RANK" = 0 ]; then echo "performance: 7 samples_per_second"; fi
+"""
+
+
+def said(log: str) -> dict[str, str]:
+    line = next(line for line in log.splitlines() if line.startswith("rank="))
+    return dict(part.split("=", 1) for part in line.split())
+
+
+def test_a_two_node_card_runs_one_container_per_node_with_one_rendezvous(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    zoo.script("pair/run.sh", RANKS)
+    two = {"launcher": "torchrun", "nnodes": 2}
+    zoo.models(
+        [
+            zoo.model("pair", n_gpus=2, distributed=two),
+            zoo.model("broken_pair", script="scripts/pair/run.sh", n_gpus=2, distributed=two),
+        ]
+    )
+    result = pytester.runpytest_subprocess(*SLURM, "-n", "2", "--junitxml=j.xml", timeout=600)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*rank 1 on n* exited with 3*"])
+    rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
+    ok = rows["pair"]
+    assert (ok["status"], ok["performance"], ok["nnodes"], ok["gpus_per_node"], ok["n_gpus"]) == (
+        "SUCCESS",
+        "7",
+        "2",
+        "2",
+        "4",
+    )
+    assert sorted(ok["machine_name"].split(",")) == ["n1", "n2"]
+    assert (rows["broken_pair"]["status"], rows["broken_pair"]["reason"]) == ("FAILURE", "exit code 3")
+    cases = {c.get("name"): c for c in ET.parse(pytester.path / "j.xml").getroot().iter("testcase")}
+    props = {p.get("name"): p.get("value") for p in cases["pair[gfx942]"].iter("property")}
+    logs = pytester.path / "madengine_logs"
+    (main,) = logs.glob("pair_*.gfx942.run.log")
+    rank1 = Path(str(props["log_rank1"]))
+    assert rank1.parent == logs and props["slurm_job"]
+    first, second = said(main.read_text()), said(rank1.read_text())
+    assert (first["rank"], second["rank"]) == ("0", "1")
+    assert first["addr"] == second["addr"] != "" and first["port"] == second["port"] != ""
+    assert first["nnodes"] == second["nnodes"] == "2" and first["world"] == "4" and first["nproc"] == "2"
+    for log, rank in ((main.read_text(), 0), (rank1.read_text(), 1)):
+        assert f"--nnodes=2 --nproc_per_node=2 --node_rank={rank} --master_addr={first['addr']}" in log
+    assert "performance:" not in rank1.read_text()
+    assert queued(run_id_of(pytester.path)) == [] and labelled_containers(docker_client, run_id_of(pytester.path)) == []
+
+
 def fast_row_written(path: Path) -> bool:
     return path.exists() and any(line.startswith("fast,") for line in path.read_text().splitlines())
 
@@ -164,11 +219,13 @@ def test_what_no_node_can_hold_is_skipped_and_slurm_multi_needs_slurm(
         [
             zoo.model("eight", script="scripts/m/run.sh", n_gpus=8),
             zoo.model("multi", script="scripts/m/run.sh", distributed={"launcher": "slurm_multi", "nnodes": 2}),
+            zoo.model("three", script="scripts/m/run.sh", n_gpus=1, distributed={"nnodes": 3}),
         ]
     )
     result = pytester.runpytest_subprocess(*SLURM, "-rs", timeout=300)
-    result.assert_outcomes(skipped=2)
+    result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines(["*needs 8 GPUs per node, the largest node has 4*"])
+    result.stdout.fnmatch_lines(["*needs 3 nodes with 1 GPU, the cluster has 2*"])
     monkeypatch.delenv("SLURM_CONF")
     local = pytester.runpytest_subprocess(
         "--madengine-arch",

@@ -46,6 +46,8 @@ class PreparedRun:
     run_options: Mapping[str, Any] = field(default_factory=dict)
     limit_s: float = 0.0  # the model's limit, for a backend that enforces it where the model runs (0: none)
     whole_nodes: bool = False  # n_gpus -1: every GPU of its nodes, and the nodes to itself
+    nnodes: int = 1  # a backend that spans machines runs it on this many nodes, `gpus` on each
+    node_runner: str = ""  # MAD_MULTI_NODE_RUNNER across nodes, naming $rank, $addr, $port, $count (zoo.launcher)
     # Backend options a conftest adjusts before the start (the container_options hook, for Docker).
     customize: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 
@@ -58,7 +60,8 @@ class RunOutcome:
     duration: float
     container_id: str
     files: Mapping[str, bytes] = field(default_factory=dict)  # fetched from the run directory
-    placement: Mapping[str, str] = field(default_factory=dict)  # where a scheduler ran it: node, job, gpus
+    placement: Mapping[str, str] = field(default_factory=dict)  # where a scheduler ran it: node, job, gpus, nnodes
+    rank_logs: Mapping[int, str] = field(default_factory=dict)  # a multi-node run: the other nodes' logs, by rank
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 from ..gpus.lease import Lease
 from ..zoo.archs import vendor_of
 from ..zoo.context import RunContext
-from ..zoo.launcher import launcher_of, multi_node_runner
+from ..zoo.launcher import launcher_of, multi_node_form, multi_node_runner, nnodes_of
 from ..zoo.models import ModelSpec
 from ..zoo.tools import OUTPUT_DIR
 from .executor import PreparedRun, Workspace
@@ -170,3 +170,14 @@ def with_extras(run: PreparedRun, spec: ModelSpec, context: RunContext, extras: 
         return replace(run, environment=environment, run_options=options)
     workspace = replace(run.workspace, extra=step_files(spec, context, extras))
     return replace(run, command=DRIVER_COMMAND, environment=environment, run_options=options, workspace=workspace)
+
+
+def for_cluster(run: PreparedRun, spec: ModelSpec, context: RunContext, environ: Mapping[str, str]) -> PreparedRun:
+    """On a backend that spans machines: n_gpus -1 takes whole nodes, and a multi-node card gets its
+    node count and the MAD_MULTI_NODE_RUNNER form each node's runner completes."""
+    nnodes = nnodes_of(spec.extra, context.raw)
+    run = replace(run, whole_nodes=spec.n_gpus == -1)
+    if nnodes == 1:
+        return run
+    launcher = launcher_of(spec.extra, context.raw, environ)
+    return replace(run, nnodes=nnodes, node_runner=multi_node_form(launcher, nnodes))

@@ -4,11 +4,8 @@ node (`slurm_runner`); this side submits, streams, takes the runner's frames apa
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 import subprocess
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -22,7 +19,8 @@ from .docker_cli import cli_flags
 from .executor import Deadline, ExecutorLost, Kept, PreparedRun, RunHandle, RunOutcome, StartError
 from .labels import RUN_LABEL, WORKER_LABEL
 from .local import docker_options
-from .slurm_runner import FRAME, RunnerInput, runner_script
+from .slurm_frames import NodeReport, exit_code, placement_of, read_nodes
+from .slurm_runner import RunnerInput, runner_script
 
 PULL_MARGIN_S = 600  # SLURM's --time covers the image pull too; the runner enforces the model's own limit
 
@@ -48,18 +46,20 @@ def job_name(run_id: str) -> str:
     return f"pmad-{run_id}"
 
 
-def srun_command(run: PreparedRun, options: SlurmOptions, limit_s: float, nnodes: int = 1) -> list[str]:
-    """One task per node, the GPUs by count (SLURM picks them), nothing of the submitter's environment."""
+def srun_command(run: PreparedRun, options: SlurmOptions, limit_s: float) -> list[str]:
+    """One task per node, the GPUs by count (SLURM picks them), nothing of the submitter's environment;
+    across nodes, each output line labelled with its task (the node's rank)."""
     labels = run.labels
     minutes = max(1, math.ceil((limit_s + PULL_MARGIN_S) / 60)) if limit_s > 0 else 0
     command = [
         "srun",
         f"--job-name={job_name(str(labels.get(RUN_LABEL, '')))}",
         f"--comment={labels.get(WORKER_LABEL, '')} {labels.get('pytest-madengine.test', '')}",
-        f"--nodes={nnodes}",
+        f"--nodes={run.nnodes}",
         "--ntasks-per-node=1",
         "--export=NONE",
         "--kill-on-bad-exit=1",
+        *(["--label"] if run.nnodes > 1 else []),
     ]
     count = run.gpus.count
     command += ["--exclusive"] if run.whole_nodes else []
@@ -82,20 +82,22 @@ def srun_command(run: PreparedRun, options: SlurmOptions, limit_s: float, nnodes
 
 @dataclass
 class SlurmJob:
-    """The slurm executor's run handle: the srun process and what its runner reported."""
+    """The slurm executor's run handle: the srun process and what its nodes' runners reported."""
 
     process: subprocess.Popen[str]
     fetch: tuple[str, ...]
+    labelled: bool = False  # across nodes: srun labels each line with the node's rank
     started: float = field(default_factory=time.monotonic)
-    placement: dict[str, str] = field(default_factory=dict)  # node, job, gpus
-    log: list[str] = field(default_factory=list)
-    files: dict[str, bytes] = field(default_factory=dict)
-    ending: str = ""  # "exit <code>", "timeout" or "error <why>"
+    nodes: dict[int, NodeReport] = field(default_factory=dict)  # by rank, filled as the output comes
     stderr: list[str] = field(default_factory=list)
 
     @property
+    def job_id(self) -> str:
+        return next((n.placement["job"] for n in self.nodes.values() if n.placement.get("job")), "")
+
+    @property
     def id(self) -> str:
-        return self.placement.get("job", f"srun-{self.process.pid}")
+        return self.job_id or f"srun-{self.process.pid}"
 
 
 class SlurmExecutor:
@@ -119,6 +121,8 @@ class SlurmExecutor:
             limit_s=run.limit_s,
             vendor=run.environment.get("MAD_GPU_VENDOR"),
             registry_image=self._registry_image(run.image),
+            nnodes=run.nnodes,
+            node_runner=run.node_runner,
         )
         try:
             process = subprocess.Popen(
@@ -134,7 +138,7 @@ class SlurmExecutor:
         assert process.stdin is not None
         process.stdin.write(runner_script(runner))
         process.stdin.close()
-        return SlurmJob(process, tuple(run.fetch))
+        return SlurmJob(process, tuple(run.fetch), labelled=run.nnodes > 1)
 
     def wait(self, handle: RunHandle, deadline: Deadline, output: Callable[[str], None] | None = None) -> RunOutcome:
         assert isinstance(handle, SlurmJob)
@@ -142,7 +146,7 @@ class SlurmExecutor:
         assert process.stdout is not None and process.stderr is not None
         errors = threading.Thread(target=_drain, args=(process.stderr, handle.stderr), daemon=True)
         errors.start()
-        _read_frames(process.stdout, handle, output)
+        read_nodes(process.stdout, handle.nodes, handle.labelled, output)
         process.wait()
         errors.join(5)
         if deadline.on_stopped is not None:
@@ -156,7 +160,7 @@ class SlurmExecutor:
         """The runner removes its container; a job still running (an interrupted test) is cancelled."""
         assert isinstance(handle, SlurmJob)
         if handle.process.poll() is None:
-            job = handle.placement.get("job")
+            job = handle.job_id
             if job:
                 subprocess.run(["scancel", job], capture_output=True, check=False)
             try:
@@ -188,65 +192,38 @@ def _drain(stream: IO[str], into: list[str]) -> None:
         into.append(line)
 
 
-def _read_frames(stream: IO[str], job: SlurmJob, output: Callable[[str], None] | None) -> None:
-    """The runner's stdout: log lines go to `output`, frames into the job."""
-    receiving: str | None = None
-    chunks: list[str] = []
-    for line in stream:
-        if line.startswith(FRAME) and line.rstrip().endswith("==="):
-            kind, _, rest = line.strip()[len(FRAME) : -3].partition(" ")
-            if kind == "placed":
-                job.placement = dict(part.split("=", 1) for part in rest.split() if "=" in part)
-            elif kind == "file":
-                receiving, chunks = rest, []
-            elif kind == "end" and receiving is not None:
-                job.files[receiving] = _untar_one(base64.b64decode("".join(chunks)))
-                receiving = None
-            elif kind in ("exit", "timeout", "error"):
-                job.ending = f"{kind} {rest}".strip()
-            continue
-        if receiving is not None:
-            chunks.append(line.strip())
-            continue
-        job.log.append(line)
-        if output is not None:
-            output(line)
-
-
-def _untar_one(data: bytes) -> bytes:
-    if not data:
-        return b""
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        for member in tar.getmembers():
-            if member.isfile():
-                handle = tar.extractfile(member)
-                return handle.read() if handle else b""
-    return b""
-
-
 def _outcome(job: SlurmJob, deadline: Deadline) -> RunOutcome:
-    ending = job.ending
+    """Rank 0's log and files; any node that failed fails the run (its word is added to the log),
+    and one that timed out makes it a timeout."""
     stderr = "".join(job.stderr).strip()
     last = stderr.splitlines()[-1] if stderr else ""
-    if not job.placement and ("Unable to allocate resources" in stderr or "immediate" in stderr.lower()):
+    if not any(n.placement for n in job.nodes.values()) and (
+        "Unable to allocate resources" in stderr or "immediate" in stderr.lower()
+    ):
         raise NoResources(f"SLURM gave no resources in time: {last}")
-    if ending.startswith("error") or not ending:
-        why = ending[len("error") :].strip() or last or "no word from the node"
-        raise ExecutorLost(f"SLURM job {job.placement.get('job', '?')}: {why}")
-    code: int | None = None
-    if ending.startswith("exit"):
-        try:
-            code = int(ending.split()[1])
-        except (IndexError, ValueError):
-            code = -1
+    nodes = job.nodes or {0: NodeReport()}
+    for rank, node in sorted(nodes.items()):
+        if node.ending.startswith("error") or not node.ending:
+            why = node.ending[len("error") :].strip() or last or "no word from the node"
+            where = f" (rank {rank} on {node.placement.get('node', '?')})" if job.labelled else ""
+            raise ExecutorLost(f"SLURM job {job.job_id or '?'}{where}: {why}")
+    first = nodes.get(0, NodeReport())
+    codes = {rank: exit_code(node.ending) for rank, node in nodes.items()}
+    failed = [rank for rank in sorted(codes) if rank != 0 and codes[rank] not in (0, None)]
+    log = "".join(first.log) + "".join(
+        f"[pytest-madengine] rank {rank} on {nodes[rank].placement.get('node', '?')} exited with {codes[rank]}\n"
+        for rank in failed
+    )
+    code = codes.get(0)
     return RunOutcome(
-        exit_code=code,
-        log="".join(job.log),
-        timed_out=ending == "timeout",
+        exit_code=code if code or not failed else codes[failed[0]],
+        log=log,
+        timed_out=any(node.ending == "timeout" for node in nodes.values()),
         duration=time.monotonic() - job.started,
-        container_id=job.placement.get("job", ""),
-        files=dict(job.files),
-        placement=dict(job.placement),
+        container_id=job.job_id,
+        files=dict(first.files),
+        placement=placement_of(nodes),
+        rank_logs={rank: "".join(node.log) for rank, node in nodes.items() if rank != 0},
     )
 
 

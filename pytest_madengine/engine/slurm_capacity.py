@@ -27,6 +27,10 @@ class Capacity:
     def largest(self) -> int:
         return max(self.gpus.values(), default=0)
 
+    def nodes_with(self, gpus: int) -> int:
+        """How many nodes have at least `gpus` GPUs."""
+        return sum(1 for count in self.gpus.values() if count >= gpus)
+
     def to_dict(self) -> dict[str, int]:
         return dict(self.gpus)
 

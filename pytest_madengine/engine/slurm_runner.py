@@ -10,6 +10,7 @@ files for the worker, and removes the container whatever happens (TERM/INT from 
 from __future__ import annotations
 
 import base64
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,21 @@ class RunnerInput:
     limit_s: float = 0.0  # 0: none
     vendor: str | None = None  # how to pass the allocated GPUs: AMD, NVIDIA, or none
     registry_image: str = ""  # pulled when the node lacks the image
+    nnodes: int = 1  # more than one: each node's runner sets the rendezvous variables for its rank
+    node_runner: str = ""  # MAD_MULTI_NODE_RUNNER's multi-node form, naming $rank, $addr, $port, $count
+
+
+# Set by each node's runner of a multi-node job; any value the environment had for them is replaced.
+RENDEZVOUS = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NNODES",
+    "NODE_RANK",
+    "WORLD_SIZE",
+    "NPROC_PER_NODE",
+    "MAD_MULTI_NODE_RUNNER",
+)
+_SAFE_FORM = re.compile(r"[A-Za-z0-9_=$ .-]*")
 
 
 def _heredoc(tag: str, body: str) -> str:
@@ -53,6 +69,25 @@ def _heredoc(tag: str, body: str) -> str:
 def _env_block(environment: Mapping[str, str]) -> str:
     lines = [f"{k}={str(v).replace(chr(10), ' ')}" for k, v in environment.items()]
     return "\n".join(lines)
+
+
+def _rendezvous(job: RunnerInput) -> str:
+    """Bash that sets `rank`, `addr`, `port` and the `multi` flags: the first node's address (SLURM's
+    NodeAddr for it), a port from the environment or derived from the job id, and this node's rank."""
+    if job.nnodes <= 1:
+        return "rank=0\nmulti=()"
+    if not _SAFE_FORM.fullmatch(job.node_runner):
+        raise ValueError(f"unexpected characters in the multi-node runner form {job.node_runner!r}")
+    port = str(job.environment.get("MASTER_PORT", ""))
+    port = port if port.isdigit() else "$((29500 + job % 1000))"
+    return f"""rank=${{SLURM_NODEID:-0}}
+first=$(scontrol show hostnames "${{SLURM_JOB_NODELIST:-$node}}" 2>/dev/null | head -n 1)
+first=${{first:-$node}}
+addr=$(scontrol show node "$first" -o 2>/dev/null | tr ' ' '\\n' | sed -n 's/^NodeAddr=//p')
+addr=${{addr:-$first}}
+port={port}
+multi=(-e "MASTER_ADDR=$addr" -e "MASTER_PORT=$port" -e "NNODES={job.nnodes}" -e "NODE_RANK=$rank"
+  -e "WORLD_SIZE=$(({job.nnodes} * count))" -e "NPROC_PER_NODE=$count" -e "MAD_MULTI_NODE_RUNNER={job.node_runner}")"""
 
 
 def runner_script(job: RunnerInput) -> str:
@@ -73,10 +108,17 @@ def runner_script(job: RunnerInput) -> str:
         "NVIDIA": 'command -v nvidia-smi >/dev/null && gpuflags=(--gpus "\\"device=$gpus\\"")',
     }.get(job.vendor or "", ":")
     fetch = "\n".join(
-        f'echo "{FRAME}file {name}==="; docker cp "$cid":{shlex.quote("/myworkspace/run_directory/" + name)} - '
-        f'2>/dev/null | base64; echo "{FRAME}end==="'
-        for name in job.fetch
+        ['if [ "$rank" = 0 ]; then :'] * bool(job.fetch)
+        + [
+            f'echo "{FRAME}file {name}==="; docker cp "$cid":{shlex.quote("/myworkspace/run_directory/" + name)} - '
+            f'2>/dev/null | base64; echo "{FRAME}end==="'
+            for name in job.fetch
+        ]
+        + ["fi"] * bool(job.fetch)
     )
+    environment = job.environment
+    if job.nnodes > 1:
+        environment = {k: v for k, v in environment.items() if k not in RENDEZVOUS}
     archive = base64.encodebytes(job.archive).decode().rstrip("\n")
     return _TEMPLATE.format(
         FRAME=FRAME,
@@ -90,7 +132,8 @@ def runner_script(job: RunnerInput) -> str:
         gpu_flags=gpu_flags,
         fetch=fetch,
         archive=archive,
-        env_heredoc=_heredoc("PMAD_ENV", _env_block(job.environment)),
+        env_heredoc=_heredoc("PMAD_ENV", _env_block(environment)),
+        rendezvous=_rendezvous(job),
     )
 
 
@@ -109,11 +152,12 @@ if command -v squeue >/dev/null 2>&1; then
     [ -n "$owner" ] && [ -z "$(squeue -h -j "$owner" 2>/dev/null)" ] && docker rm -f "$stale" >/dev/null 2>&1
   done
 fi
+{rendezvous}
 {_RENDER_OF}
 gpuflags=()
 if [ -n "$gpus" ]; then {gpu_flags}; fi
 make() {{
-  docker create {flags} "${{gpuflags[@]}}" --label {SLURM_JOB_LABEL}="$job" --env-file <(cat {env_heredoc}
+  docker create {flags} "${{gpuflags[@]}}" "${{multi[@]}}" --label {SLURM_JOB_LABEL}="$job" --env-file <(cat {env_heredoc}
 ) -e MAD_HOST_GPU_IDS="$gpus" -e MAD_RUNTIME_NGPUS="$count" {image} {command} 2>/dev/null
 }}
 cid=$(make) || {{ {pull} && cid=$(make); }} || {{ echo "{FRAME}error cannot create a container of {image} on node $node==="; exit 3; }}

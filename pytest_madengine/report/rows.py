@@ -45,7 +45,7 @@ def perf_row(result: Result, facts: RowFacts, judged: Gate | None = None) -> dic
     status, reason = (FAILURE, "regression") if judged.regression else (result.status, result.reason)
     return {
         "model": result.model,
-        "n_gpus": str(facts.n_gpus),
+        "n_gpus": str(facts.n_gpus * facts.nnodes),  # madengine: nnodes x gpus_per_node
         "nnodes": str(facts.nnodes),
         "gpus_per_node": str(facts.n_gpus),
         "training_precision": facts.training_precision,

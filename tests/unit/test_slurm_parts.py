@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import io
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from docker.types import DeviceRequest, Ulimit
 
 from pytest_madengine.engine.docker_cli import cli_flags
-from pytest_madengine.engine.executor import PreparedRun, Workspace
-from pytest_madengine.engine.slurm import SlurmJob, SlurmOptions, _read_frames, srun_command
+from pytest_madengine.engine.executor import Deadline, PreparedRun, Workspace
+from pytest_madengine.engine.slurm import SlurmJob, SlurmOptions, _outcome, srun_command
 from pytest_madengine.engine.slurm_capacity import node_gpus, parse_sinfo
+from pytest_madengine.engine.slurm_frames import NodeReport, read_nodes
 from pytest_madengine.engine.slurm_runner import RunnerInput, runner_script
 from pytest_madengine.gpus.lease import Lease
 
 
-def prepared(count: int, whole: bool = False) -> PreparedRun:
+def prepared(count: int, whole: bool = False, nnodes: int = 1) -> PreparedRun:
     return PreparedRun(
         image="img",
         command=("bash", "run.sh"),
@@ -29,6 +32,7 @@ def prepared(count: int, whole: bool = False) -> PreparedRun:
         },
         workspace=Workspace(Path("."), Path("scripts")),
         whole_nodes=whole,
+        nnodes=nnodes,
     )
 
 
@@ -42,6 +46,9 @@ def test_srun_asks_for_the_gpus_by_count_and_exports_nothing() -> None:
     assert command[-3:] == ["--mem=0", "/bin/bash", "-s"]
     whole = srun_command(prepared(4, whole=True), SlurmOptions(), 0)
     assert "--exclusive" in whole and not any(a.startswith("--time") for a in whole)
+    assert "--nodes=1" in command and "--label" not in command
+    across = srun_command(prepared(2, nnodes=2), SlurmOptions(), 0)
+    assert "--nodes=2" in across and "--ntasks-per-node=1" in across and "--label" in across
 
 
 def test_capacity_from_sinfo() -> None:
@@ -87,6 +94,13 @@ def test_the_runner_is_valid_bash_and_keeps_secrets_off_its_command_lines() -> N
     assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
     command_lines = [line for line in script.splitlines() if "docker create" in line]
     assert command_lines and all("s3cret" not in line for line in command_lines)
+    environment = {"MASTER_ADDR": "stale", "MASTER_PORT": "31000", "KEEP": "1"}
+    multi = RunnerInput("img", ["bash", "run.sh"], [], environment, nnodes=2, node_runner="torchrun --node_rank=$rank")
+    across = runner_script(multi)
+    assert subprocess.run(["bash", "-n"], input=across, text=True, check=False).returncode == 0
+    assert "MASTER_ADDR=stale" not in across and "KEEP=1" in across and "port=31000" in across
+    with pytest.raises(ValueError, match="multi-node runner form"):
+        runner_script(replace(multi, node_runner="torchrun; rm -rf /"))
 
 
 def test_frames_are_taken_apart_and_the_log_passes_through() -> None:
@@ -95,7 +109,25 @@ def test_frames_are_taken_apart_and_the_log_passes_through() -> None:
         "===pmad:file o.csv===\n===pmad:end===\n"
     )
     seen: list[str] = []
-    job = SlurmJob(process=None, fetch=())  # type: ignore[arg-type]
-    _read_frames(stream, job, seen.append)
-    assert job.placement == {"node": "n2", "job": "17", "gpus": "2,3"}
-    assert (seen, job.ending, job.files) == (["hello\n"], "exit 0", {"o.csv": b""})
+    nodes: dict[int, NodeReport] = {}
+    read_nodes(stream, nodes, False, seen.append)
+    assert list(nodes) == [0] and nodes[0].placement == {"node": "n2", "job": "17", "gpus": "2,3"}
+    assert (seen, nodes[0].ending, nodes[0].files) == (["hello\n"], "exit 0", {"o.csv": b""})
+
+
+def test_across_nodes_rank_0_speaks_for_the_run_and_a_failed_rank_fails_it() -> None:
+    stream = io.StringIO(
+        "0: ===pmad:placed node=n1 job=9 gpus=0,1===\n1: ===pmad:placed node=n2 job=9 gpus=2,3===\n"
+        "1: rank one says 1: hi\n0: performance: 5 x\n1: ===pmad:exit 3===\n0: ===pmad:exit 0===\n"
+    )
+    seen: list[str] = []
+    job = SlurmJob(process=None, fetch=(), labelled=True)  # type: ignore[arg-type]
+    read_nodes(stream, job.nodes, True, seen.append)
+    assert seen == ["performance: 5 x\n"]  # only rank 0 goes out live
+    outcome = _outcome(job, Deadline(0))
+    assert outcome.exit_code == 3 and not outcome.timed_out
+    assert outcome.log.splitlines() == ["performance: 5 x", "[pytest-madengine] rank 1 on n2 exited with 3"]
+    assert outcome.rank_logs == {1: "rank one says 1: hi\n"}
+    assert outcome.placement == {"node": "n1,n2", "job": "9", "gpus": "n1:0,1;n2:2,3", "nnodes": "2"}
+    job.nodes[1].ending = "timeout"
+    assert _outcome(job, Deadline(0)).timed_out
