@@ -261,13 +261,12 @@ def launcher(spec: ModelSpec) -> str:
 
 def skip_reason(spec: ModelSpec, arch: str, runtime: Runtime) -> str:
     """Why an item cannot run here, decided at collection so that no fixture (no build) runs for it."""
-    if launcher(spec) == "slurm_multi" and not runtime.settings.build_only:
+    if launcher(spec) in ("slurm_multi", "slurm-multi") and not runtime.settings.build_only:
         # MAD's self-managed multi-node cards: sbatch scripts that start their own containers.
-        return (
-            "needs SLURM (a slurm_multi card)"
-            if runtime.settings.slurm is None
-            else ("slurm_multi cards are not run yet (they need sbatch and a shared directory)")
-        )
+        if runtime.settings.slurm is None:
+            return "needs SLURM (a slurm_multi card)"
+        if not runtime.settings.slurm.shared_dir:
+            return "a slurm_multi card needs --madengine-slurm-shared-dir (a directory every node sees)"
     if runtime.settings.slurm is not None and not runtime.settings.build_only:
         return _slurm_skip(spec, runtime)
     pool, settings = runtime.pool, runtime.settings

@@ -45,6 +45,14 @@ def _add_slurm_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None
         help="an argument passed to srun as it is (repeatable)",
     )
     group.addoption(
+        "--madengine-slurm-shared-dir",
+        dest="madengine_slurm_shared_dir",
+        default=None,
+        metavar="DIR",
+        help="a directory every node sees: slurm_multi cards run as batch jobs in a copy of scripts/ there",
+    )
+    parser.addini("madengine_slurm_shared_dir", "default for --madengine-slurm-shared-dir", default="")
+    group.addoption(
         "--madengine-slurm-queue-timeout",
         type=int,
         default=None,

@@ -88,7 +88,7 @@ class ItemRecord:
         return {
             "machine_name": placement.get("node", ""),
             "deployment_type": "slurm",
-            "launcher": "slurm",
+            "launcher": placement.get("launcher", "slurm"),
             "nnodes": int(placement.get("nnodes", "1") or 1),
         }
 

@@ -112,7 +112,7 @@ def read_settings(config: pytest.Config) -> Settings:
         json_out=_path(invocation, config.getoption("madengine_json")),
         html_out=_path(invocation, config.getoption("madengine_html")),
         reap=bool(config.getoption("madengine_reap")),
-        slurm=_slurm(config, context),
+        slurm=_slurm(config, context, invocation),
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )
@@ -135,7 +135,7 @@ def _build_args(config: pytest.Config) -> dict[str, str]:
     return build_args
 
 
-def _slurm(config: pytest.Config, context: RunContext) -> SlurmOptions | None:
+def _slurm(config: pytest.Config, context: RunContext, invocation: Path) -> SlurmOptions | None:
     """--madengine-slurm* options, else their ini mirrors, else the context's `slurm` block."""
     block = context.raw.get("slurm")
     block = block if isinstance(block, dict) else {}
@@ -158,6 +158,7 @@ def _slurm(config: pytest.Config, context: RunContext) -> SlurmOptions | None:
         constraint=field("constraint"),
         extra_args=tuple(config.getoption("madengine_slurm_arg")),
         queue_timeout_s=int(queue or 0),
+        shared_dir=str(invocation / shared) if (shared := field("shared_dir")) else "",
     )
 
 

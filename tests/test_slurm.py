@@ -166,6 +166,77 @@ def test_a_two_node_card_runs_one_container_per_node_with_one_rendezvous(
     assert queued(run_id_of(pytester.path)) == [] and labelled_containers(docker_client, run_id_of(pytester.path)) == []
 
 
+# A slurm_multi launcher: it runs on the first node and starts one container per node itself.
+LAUNCHER = """#!/bin/bash
+echo "head nodes=$SLURM_JOB_NODELIST model=$MODEL_NAME image=$DOCKER_IMAGE_NAME args=$*"
+srun -N 2 -n 2 bash -c 'docker run --rm -e TASK="$SLURM_PROCID" -e NODE="$SLURMD_NODENAME" "$DOCKER_IMAGE_NAME" \\
+  sh -c "echo container of task \\$TASK on \\$NODE"' || exit 5
+srun -N 2 -n 2 bash -c 'echo "task $SLURM_PROCID on $SLURMD_NODENAME"'
+echo "performance: 42 tokens_per_second"
+"""
+
+
+def test_a_slurm_multi_card_runs_its_own_launcher_as_a_batch_job(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    zoo.script("multi/run.slurm", LAUNCHER)
+    card = zoo.model(
+        "disagg",
+        script="scripts/multi/run.slurm",
+        n_gpus=-1,
+        args="-N 2 -n 2",
+        distributed={"launcher": "slurm_multi", "nnodes": 2},
+        env_vars={"MODEL_NAME": "tiny", "DOCKER_IMAGE_NAME": "<supply-your-image>"},
+        slurm={"nodes": 2, "gpus_per_node": 2, "time": "00:05:00"},
+    )
+    zoo.models([card])
+    monkeypatch.setenv("MAD_SECRETS_TOKEN", "s3cret-of-the-test")
+    shared = pytester.path / "shared"
+    without = pytester.runpytest_subprocess(*SLURM, "-rs", timeout=300)
+    without.assert_outcomes(skipped=1)
+    without.stdout.fnmatch_lines(["*slurm_multi card needs --madengine-slurm-shared-dir*"])
+    result = pytester.runpytest_subprocess(*SLURM, "--madengine-slurm-shared-dir", str(shared), timeout=300)
+    result.assert_outcomes(passed=1)
+    (row,) = [r for r in read_perf(pytester.path / "perf.csv") if r["status"] != "SKIPPED"]
+    assert (row["performance"], row["metric"], row["deployment_type"], row["launcher"]) == (
+        "42",
+        "tokens_per_second",
+        "slurm",
+        "slurm_multi",
+    )
+    assert (row["nnodes"], row["machine_name"]) == ("2", "n1,n2")
+    (log,) = (pytester.path / "madengine_logs").glob("disagg_*.run.log")
+    text = log.read_text()
+    assert f"image={row['docker_image']} args=-N 2 -n 2" in text and "model=tiny" in text
+    assert "container of task 0 on n1" in text and "container of task 1 on n2" in text
+    assert "task 0 on n1" in text and "task 1 on n2" in text
+    assert list(shared.iterdir()) == []  # the job's folder went with the run
+    state = Path(cluster["SLURM_CONF"]).parent / "state"  # where slurmctld keeps batch scripts
+    leaked = subprocess.run(["grep", "-rl", "s3cret-of-the-test", str(state), str(pytester.path)], capture_output=True)
+    assert leaked.stdout == b""
+
+
+def test_a_slurm_multi_card_past_its_limit_is_cancelled_as_a_timeout(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str]
+) -> None:
+    zoo.script("multi/run.slurm", "#!/bin/bash\necho started\nsleep 300\n")
+    card = zoo.model(
+        "stuck",
+        script="scripts/multi/run.slurm",
+        timeout=3,
+        distributed={"launcher": "slurm_multi", "nnodes": 2},
+        slurm={"nodes": 2},
+    )
+    zoo.models([card])
+    shared = pytester.path / "shared"
+    result = pytester.runpytest_subprocess(*SLURM, "--madengine-slurm-shared-dir", str(shared), timeout=300)
+    result.assert_outcomes(failed=1)
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert (row["status"], row["reason"]) == ("FAILURE", "timeout")
+    wait_until(lambda: queued(run_id_of(pytester.path)) == [], 60, "the cancelled job gone from the queue")
+    assert list(shared.iterdir()) == []
+
+
 def fast_row_written(path: Path) -> bool:
     return path.exists() and any(line.startswith("fast,") for line in path.read_text().splitlines())
 

@@ -48,6 +48,10 @@ class PreparedRun:
     whole_nodes: bool = False  # n_gpus -1: every GPU of its nodes, and the nodes to itself
     nnodes: int = 1  # a backend that spans machines runs it on this many nodes, `gpus` on each
     node_runner: str = ""  # MAD_MULTI_NODE_RUNNER across nodes, naming $rank, $addr, $port, $count (zoo.launcher)
+    # MAD's slurm_multi: `command` runs on the first node outside any container and starts its own;
+    # `batch` is the card's `slurm` block under the context's (nodes, gpus_per_node, time, exclusive).
+    self_managed: bool = False
+    batch: Mapping[str, Any] = field(default_factory=dict)
     # Backend options a conftest adjusts before the start (the container_options hook, for Docker).
     customize: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
 

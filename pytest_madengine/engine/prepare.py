@@ -174,10 +174,43 @@ def with_extras(run: PreparedRun, spec: ModelSpec, context: RunContext, extras: 
 
 def for_cluster(run: PreparedRun, spec: ModelSpec, context: RunContext, environ: Mapping[str, str]) -> PreparedRun:
     """On a backend that spans machines: n_gpus -1 takes whole nodes, and a multi-node card gets its
-    node count and the MAD_MULTI_NODE_RUNNER form each node's runner completes."""
+    node count and the MAD_MULTI_NODE_RUNNER form each node's runner completes. A slurm_multi card
+    runs its own script (see `self_managed`)."""
     nnodes = nnodes_of(spec.extra, context.raw)
     run = replace(run, whole_nodes=spec.n_gpus == -1)
+    launcher = launcher_of(spec.extra, context.raw, environ)
+    if launcher in ("slurm_multi", "slurm-multi"):
+        return self_managed(run, spec, context, nnodes)
     if nnodes == 1:
         return run
-    launcher = launcher_of(spec.extra, context.raw, environ)
     return replace(run, nnodes=nnodes, node_runner=multi_node_form(launcher, nnodes))
+
+
+def self_managed(run: PreparedRun, spec: ModelSpec, context: RunContext, nnodes: int) -> PreparedRun:
+    """madengine's `_run_self_managed`: `bash <script> <args>` in the script's folder, the card's
+    env_vars then the context's exported, DOCKER_IMAGE_NAME the image to run; the allocation from the
+    card's `slurm` block under the context's (its `nodes` sizes it, as in madengine)."""
+    batch = {**_mapping(spec.extra.get("slurm")), **_mapping(context.raw.get("slurm"))}
+    environment = {k: v for k, v in run.environment.items() if "MAD_SECRETS" not in k}
+    environment.update({str(k): str(v) for k, v in _mapping(spec.extra.get("env_vars")).items()})
+    environment.update({str(k): str(v) for k, v in _mapping(context.raw.get("env_vars")).items()})
+    environment["DOCKER_IMAGE_NAME"] = run.image
+    try:
+        nodes = int(batch.get("nodes") or nnodes)
+    except (TypeError, ValueError):
+        nodes = nnodes
+    command = tuple(script_command(spec, context.model_args))
+    exclusive = bool(batch.get("exclusive", spec.n_gpus == -1))
+    return replace(
+        run,
+        command=command,
+        environment=environment,
+        nnodes=max(nodes, 1),
+        self_managed=True,
+        batch=batch,
+        whole_nodes=exclusive,
+    )
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}

@@ -5,6 +5,7 @@ node (`slurm_runner`); this side submits, streams, takes the runner's frames apa
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import threading
 import time
@@ -19,7 +20,9 @@ from .docker_cli import cli_flags
 from .executor import Deadline, ExecutorLost, Kept, PreparedRun, RunHandle, RunOutcome, StartError
 from .labels import RUN_LABEL, WORKER_LABEL
 from .local import docker_options
+from .slurm_batch import BatchJob, finish_batch, run_folder, submit, wait_batch
 from .slurm_frames import NodeReport, exit_code, placement_of, read_nodes
+from .slurm_options import SlurmOptions, job_name
 from .slurm_runner import RunnerInput, runner_script
 
 PULL_MARGIN_S = 600  # SLURM's --time covers the image pull too; the runner enforces the model's own limit
@@ -29,21 +32,6 @@ class NoResources(MadengineError):
     """SLURM could not give the job its resources within the queue timeout."""
 
     perf_reason = "no resources"
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    partition: str = ""
-    account: str = ""
-    qos: str = ""
-    reservation: str = ""
-    constraint: str = ""
-    extra_args: tuple[str, ...] = ()  # passed to srun as they are
-    queue_timeout_s: int = 0  # 0: wait as long as SLURM makes it
-
-
-def job_name(run_id: str) -> str:
-    return f"pmad-{run_id}"
 
 
 def srun_command(run: PreparedRun, options: SlurmOptions, limit_s: float) -> list[str]:
@@ -108,7 +96,11 @@ class SlurmExecutor:
         self._options = options
         self._registry_image = registry_image
 
-    def start(self, run: PreparedRun) -> SlurmJob:
+    def start(self, run: PreparedRun) -> SlurmJob | BatchJob:
+        if run.self_managed:
+            if not self._options.shared_dir:
+                raise StartError("a slurm_multi card needs --madengine-slurm-shared-dir (a directory every node sees)")
+            return submit(run, self._options, Path(self._options.shared_dir))
         options = docker_options(run)
         flags = cli_flags({k: v for k, v in options.items() if k not in ("mounts",)})
         runner = RunnerInput(
@@ -141,6 +133,8 @@ class SlurmExecutor:
         return SlurmJob(process, tuple(run.fetch), labelled=run.nnodes > 1)
 
     def wait(self, handle: RunHandle, deadline: Deadline, output: Callable[[str], None] | None = None) -> RunOutcome:
+        if isinstance(handle, BatchJob):
+            return wait_batch(handle, deadline, _cancel, output)
         assert isinstance(handle, SlurmJob)
         process = handle.process
         assert process.stdout is not None and process.stderr is not None
@@ -154,10 +148,19 @@ class SlurmExecutor:
         return _outcome(handle, deadline)
 
     def copy_out(self, handle: RunHandle, dest: Path, subdir: str = "") -> Path | None:
-        return None  # the node's run directory is gone with its container; fetched files come back framed
+        """A batch job's folder is on the shared directory; a container's run directory is gone with it
+        (its fetched files came back framed)."""
+        source = handle.workdir / subdir if isinstance(handle, BatchJob) else None
+        if source is None or not source.is_dir():
+            return None
+        shutil.copytree(source, dest / source.name, dirs_exist_ok=True)
+        return dest / source.name
 
     def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
         """The runner removes its container; a job still running (an interrupted test) is cancelled."""
+        if isinstance(handle, BatchJob):
+            kept = finish_batch(handle, _cancel, keep)
+            return Kept(**kept) if kept else None
         assert isinstance(handle, SlurmJob)
         if handle.process.poll() is None:
             job = handle.job_id
@@ -181,10 +184,18 @@ class SlurmExecutor:
         ]
         if jobs:
             subprocess.run(["scancel", *jobs], capture_output=True, check=False)
+        if worker is None and self._options.shared_dir:
+            shutil.rmtree(run_folder(Path(self._options.shared_dir), run_id), ignore_errors=True)
         return len(jobs)
 
     def close(self) -> list[str]:
         return []  # each job's runner removed its own container before the job ended
+
+
+def _cancel(job_id: str) -> None:
+    """scancel, never a signal to srun or sbatch (srun escalates to SIGKILL)."""
+    if job_id:
+        subprocess.run(["scancel", job_id], capture_output=True, check=False)
 
 
 def _drain(stream: IO[str], into: list[str]) -> None:

@@ -37,6 +37,7 @@ KNOWN_FIELDS = frozenset(
 # Fields of a card that the plugin reads beyond the parsed ones above (kept in ModelSpec.extra).
 USED_EXTRA_FIELDS = frozenset(
     {"additional_docker_run_options", "cred", "max_regression", "higher_is_better", "distributed", "data"}
+    | {"nnodes", "slurm", "env_vars"}  # on SLURM: nodes; a slurm_multi card's allocation and environment
 )
 
 
