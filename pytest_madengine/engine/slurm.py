@@ -74,10 +74,19 @@ class SlurmJob:
 
     process: subprocess.Popen[str]
     fetch: tuple[str, ...]
-    labelled: bool = False  # across nodes: srun labels each line with the node's rank
+    nnodes: int = 1  # across nodes, srun labels each line with the node's rank
     started: float = field(default_factory=time.monotonic)
     nodes: dict[int, NodeReport] = field(default_factory=dict)  # by rank, filled as the output comes
     stderr: list[str] = field(default_factory=list)
+
+    @property
+    def labelled(self) -> bool:
+        return self.nnodes > 1
+
+    @property
+    def reported(self) -> bool:
+        """Every node's runner said all it had to say; they may still be cleaning up."""
+        return len(self.nodes) >= self.nnodes and all(node.done for node in self.nodes.values())
 
     @property
     def job_id(self) -> str:
@@ -95,6 +104,7 @@ class SlurmExecutor:
     def __init__(self, options: SlurmOptions, registry_image: Callable[[str], str] = lambda tag: "") -> None:
         self._options = options
         self._registry_image = registry_image
+        self._cleaning: list[SlurmJob] = []
 
     def start(self, run: PreparedRun) -> SlurmJob | BatchJob:
         if run.self_managed:
@@ -130,7 +140,7 @@ class SlurmExecutor:
         assert process.stdin is not None
         process.stdin.write(runner_script(runner))
         process.stdin.close()
-        return SlurmJob(process, tuple(run.fetch), labelled=run.nnodes > 1)
+        return SlurmJob(process, tuple(run.fetch), nnodes=run.nnodes)
 
     def wait(self, handle: RunHandle, deadline: Deadline, output: Callable[[str], None] | None = None) -> RunOutcome:
         if isinstance(handle, BatchJob):
@@ -140,9 +150,9 @@ class SlurmExecutor:
         assert process.stdout is not None and process.stderr is not None
         errors = threading.Thread(target=_drain, args=(process.stderr, handle.stderr), daemon=True)
         errors.start()
-        read_nodes(process.stdout, handle.nodes, handle.labelled, output)
-        process.wait()
-        errors.join(5)
+        if not read_nodes(process.stdout, handle.nodes, handle.labelled, output, handle.nnodes):
+            process.wait()  # srun ended before every node was done: its stderr says why
+            errors.join(5)
         if deadline.on_stopped is not None:
             deadline.on_stopped()
         return _outcome(handle, deadline)
@@ -162,6 +172,9 @@ class SlurmExecutor:
             kept = finish_batch(handle, _cancel, keep)
             return Kept(**kept) if kept else None
         assert isinstance(handle, SlurmJob)
+        if handle.process.poll() is None and handle.reported:
+            self._cleaning.append(handle)  # its runners remove their containers while the next job starts
+            return None
         if handle.process.poll() is None:
             job = handle.job_id
             if job:
@@ -189,7 +202,18 @@ class SlurmExecutor:
         return len(jobs)
 
     def close(self) -> list[str]:
-        return []  # each job's runner removed its own container before the job ended
+        """Wait for the jobs whose runners were still cleaning up; cancel one that does not end."""
+        failures = []
+        for job in self._cleaning:
+            try:
+                job.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                _cancel(job.job_id)
+                failures.append(f"SLURM job {job.job_id} did not end after its model did; cancelled")
+            if job.process.stdout is not None:
+                job.process.stdout.close()  # nobody reads it since the runners said they were done
+        self._cleaning.clear()
+        return failures
 
 
 def _cancel(job_id: str) -> None:

@@ -23,6 +23,7 @@ class NodeReport:
     log: list[str] = field(default_factory=list)
     files: dict[str, bytes] = field(default_factory=dict)
     ending: str = ""  # "exit <code>", "timeout" or "error <why>"
+    done: bool = False  # the runner said all it has to say (it still cleans up)
     _receiving: str | None = None
     _chunks: list[str] = field(default_factory=list)
 
@@ -39,6 +40,8 @@ class NodeReport:
                 self._receiving = None
             elif kind in ("exit", "timeout", "error"):
                 self.ending = f"{kind} {rest}".strip()
+            elif kind == "done":
+                self.done = True
             return False
         if self._receiving is not None:
             self._chunks.append(line.strip())
@@ -48,9 +51,15 @@ class NodeReport:
 
 
 def read_nodes(
-    stream: Iterable[str], nodes: dict[int, NodeReport], labelled: bool, output: Callable[[str], None] | None
-) -> None:
-    """Fill `nodes` (by rank) as the lines come; rank 0's log lines also go to `output`, live."""
+    stream: Iterable[str],
+    nodes: dict[int, NodeReport],
+    labelled: bool,
+    output: Callable[[str], None] | None,
+    expected: int = 1,
+) -> bool:
+    """Fill `nodes` (by rank) as the lines come; rank 0's log lines also go to `output`, live. Stops
+    once `expected` nodes said they are done (True), else at the end of the stream (False)."""
+    finished = 0
     for line in stream:
         rank = 0
         if labelled:
@@ -58,8 +67,13 @@ def read_nodes(
             if found is not None:
                 rank, line = int(found.group(1)), line[found.end() :]
         node = nodes.setdefault(rank, NodeReport())
+        was_done = node.done
         if node.take(line) and rank == 0 and output is not None:
             output(line)
+        finished += node.done and not was_done
+        if finished >= expected:
+            return True
+    return False
 
 
 def _untar_one(data: bytes) -> bytes:

@@ -96,11 +96,11 @@ def runner_script(job: RunnerInput) -> str:
     flags = " ".join(shlex.quote(f) for f in job.flags)
     command = " ".join(shlex.quote(c) for c in job.command)
     limit = int(job.limit_s + 0.999) if job.limit_s > 0 else 0
-    pull = (
-        f"docker pull -q {shlex.quote(job.registry_image)} >/dev/null && "
-        f"docker tag {shlex.quote(job.registry_image)} {image}"
+    ensure = (  # only where a node can pull it: the manifest's registry image
+        f"docker image inspect {image} >/dev/null 2>&1 || {{ docker pull -q {shlex.quote(job.registry_image)} && "
+        f"docker tag {shlex.quote(job.registry_image)} {image}; }} >/dev/null 2>&1"
         if job.registry_image
-        else "false"
+        else ":"
     )
     gpu_flags = {  # only where the node has the devices (a test cluster's fake GPUs have none)
         "AMD": "[ -e /dev/kfd ] && { gpuflags=(--device /dev/kfd --group-add video); for i in ${gpus//,/ }; do "
@@ -110,7 +110,7 @@ def runner_script(job: RunnerInput) -> str:
     fetch = "\n".join(
         ['if [ "$rank" = 0 ]; then :'] * bool(job.fetch)
         + [
-            f'echo "{FRAME}file {name}==="; docker cp "$cid":{shlex.quote("/myworkspace/run_directory/" + name)} - '
+            f'echo "{FRAME}file {name}==="; tar -C "$ws/myworkspace/run_directory" -cf - {shlex.quote(name)} '
             f'2>/dev/null | base64; echo "{FRAME}end==="'
             for name in job.fetch
         ]
@@ -128,7 +128,7 @@ def runner_script(job: RunnerInput) -> str:
         flags=flags,
         command=command,
         limit=limit,
-        pull=pull,
+        ensure=ensure,
         gpu_flags=gpu_flags,
         fetch=fetch,
         archive=archive,
@@ -145,43 +145,65 @@ node=${{SLURMD_NODENAME:-$(hostname -s)}}
 gpus=${{SLURM_STEP_GPUS:-${{SLURM_JOB_GPUS:-}}}}
 count=$(echo "$gpus" | awk -F, '{{print ($0 == "" ? 0 : NF)}}')
 echo "{FRAME}placed node=$node job=$job gpus=$gpus==="
-# Containers of jobs SLURM no longer lists (a job killed with SIGKILL could not remove its own).
-if command -v squeue >/dev/null 2>&1; then
+# Containers of jobs SLURM no longer lists (a job killed with SIGKILL could not remove its own), in the
+# background: housekeeping that the model need not wait for.
+if command -v squeue >/dev/null 2>&1; then (
   for stale in $(docker ps -aq --filter label={SLURM_JOB_LABEL} 2>/dev/null); do
     owner=$(docker inspect -f '{{{{index .Config.Labels "{SLURM_JOB_LABEL}"}}}}' "$stale" 2>/dev/null)
     [ -n "$owner" ] && [ -z "$(squeue -h -j "$owner" 2>/dev/null)" ] && docker rm -f "$stale" >/dev/null 2>&1
-  done
+  done ) >/dev/null 2>&1 &
 fi
 {rendezvous}
 {_RENDER_OF}
 gpuflags=()
 if [ -n "$gpus" ]; then {gpu_flags}; fi
-make() {{
-  docker create {flags} "${{gpuflags[@]}}" "${{multi[@]}}" --label {SLURM_JOB_LABEL}="$job" --env-file <(cat {env_heredoc}
-) -e MAD_HOST_GPU_IDS="$gpus" -e MAD_RUNTIME_NGPUS="$count" {image} {command} 2>/dev/null
+# The workspace is unpacked on the node and bind-mounted: no copy into the container and none out of it
+# (the result files are read here).
+ws=$(mktemp -d /tmp/pmad-ws.XXXXXX) || {{ echo "{FRAME}error no temporary directory on node $node==="; exit 3; }}
+clean() {{ rm -rf "$ws" 2>/dev/null || {{ docker run --rm --pull never -v "$ws:/w" --entrypoint rm {image} -rf /w/myworkspace; rm -rf "$ws"; }} >/dev/null 2>&1; }}
+name="pmad-$job-$rank-$$"
+attached=
+# scancel's TERM can come while docker run is still creating the container: the CLI goes first, so no
+# request of it is still to come, then the container by its name (again, should its creation have
+# still been under way).
+gone() {{
+  [ -n "$attached" ] && {{ kill -KILL "$attached"; wait "$attached"; }} 2>/dev/null
+  for _ in 1 2 3; do
+    docker rm -f "$name" >/dev/null 2>&1
+    [ -z "$(docker ps -aq --filter "name=^/$name\\$" 2>/dev/null)" ] && break
+  done
 }}
-cid=$(make) || {{ {pull} && cid=$(make); }} || {{ echo "{FRAME}error cannot create a container of {image} on node $node==="; exit 3; }}
-trap 'trap "" TERM INT HUP; docker rm -f "$cid" >/dev/null 2>&1; rm -f "${{mark:-}}"; exit 143' TERM INT HUP
-base64 -d <<'PMAD_ARCHIVE' | docker cp - "$cid":/ || {{ docker rm -f "$cid" >/dev/null; echo "{FRAME}error workspace copy failed==="; exit 3; }}
+trap 'trap "" TERM INT HUP; gone; clean; exit 143' TERM INT HUP
+base64 -d <<'PMAD_ARCHIVE' | tar -x -C "$ws" || {{ echo "{FRAME}error cannot unpack the workspace on node $node==="; clean; exit 3; }}
 {archive}
 PMAD_ARCHIVE
+mkdir -p "$ws/myworkspace/run_directory" "$ws/myworkspace/scripts" && chmod -R a+rwX "$ws/myworkspace"
+{ensure}
 echo "{FRAME}started==="
-# Attached: the output streams as it comes and the exit code is the model's. The limit runs from the start.
-# Attached in the background: bash's `wait` gives way to scancel's TERM (the trap then removes the
-# container), and a watcher kills the container at the limit, counted from its start.
-docker start -a "$cid" 2>&1 &
+# Attached in the background: the output streams as it comes, the exit code is the model's, and bash's
+# `wait` gives way to scancel's TERM (the trap then removes the container).
+docker run --pull never --name "$name" {flags} "${{gpuflags[@]}}" "${{multi[@]}}" --label {SLURM_JOB_LABEL}="$job" \\
+  -v "$ws/myworkspace/run_directory:/myworkspace/run_directory" -v "$ws/myworkspace/scripts:/myworkspace/scripts" \\
+  --env-file <(cat {env_heredoc}
+) -e MAD_HOST_GPU_IDS="$gpus" -e MAD_RUNTIME_NGPUS="$count" {image} {command} 2>&1 &
 attached=$!
 watcher=
-# (its own sleep ends with it, and it holds none of srun's pipes: the job's output ends with the model's)
-# It marks the timeout before it kills: the container can be gone while `docker kill` still runs.
-mark=$(mktemp -u /tmp/pmad-timeout.XXXXXX)
+# A watcher kills the container at the limit; it marks the timeout first (the container can be gone
+# while `docker kill` still runs). Its own sleep ends with it, and it holds none of srun's pipes.
 if [ {limit} -gt 0 ]; then
-  ( trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep {limit} & nap=$!; wait "$nap"; : >"$mark"; docker kill "$cid" ) >/dev/null 2>&1 &
+  ( trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep {limit} & nap=$!; wait "$nap"; : >"$ws/timeout"; docker kill "$name" ) >/dev/null 2>&1 &
   watcher=$!
 fi
 wait "$attached"; code=$?
-if [ -e "$mark" ]; then wait "$watcher"; rm -f "$mark"; echo "{FRAME}timeout==="
+if [ "$code" = 125 ] && ! docker inspect "$name" >/dev/null 2>&1; then
+  [ -n "$watcher" ] && kill "$watcher" 2>/dev/null
+  echo "{FRAME}error cannot create a container of {image} on node $node==="; echo "{FRAME}done==="; clean; exit 3
+fi
+if [ -e "$ws/timeout" ]; then wait "$watcher"; echo "{FRAME}timeout==="
 else [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; echo "{FRAME}exit $code==="; fi
 {fetch}
-docker rm -f "$cid" >/dev/null 2>&1
+# The worker has all it needs and goes on; removing the container and the workspace overlaps its next job.
+echo "{FRAME}done==="
+docker rm -f "$name" >/dev/null 2>&1
+clean
 """

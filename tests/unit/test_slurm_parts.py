@@ -92,7 +92,7 @@ def test_the_runner_is_valid_bash_and_keeps_secrets_off_its_command_lines() -> N
         )
     )
     assert subprocess.run(["bash", "-n"], input=script, text=True, check=False).returncode == 0
-    command_lines = [line for line in script.splitlines() if "docker create" in line]
+    command_lines = [line for line in script.splitlines() if "docker run" in line]
     assert command_lines and all("s3cret" not in line for line in command_lines)
     environment = {"MASTER_ADDR": "stale", "MASTER_PORT": "31000", "KEEP": "1"}
     multi = RunnerInput("img", ["bash", "run.sh"], [], environment, nnodes=2, node_runner="torchrun --node_rank=$rank")
@@ -121,7 +121,7 @@ def test_across_nodes_rank_0_speaks_for_the_run_and_a_failed_rank_fails_it() -> 
         "1: rank one says 1: hi\n0: performance: 5 x\n1: ===pmad:exit 3===\n0: ===pmad:exit 0===\n"
     )
     seen: list[str] = []
-    job = SlurmJob(process=None, fetch=(), labelled=True)  # type: ignore[arg-type]
+    job = SlurmJob(process=None, fetch=(), nnodes=2)  # type: ignore[arg-type]
     read_nodes(stream, job.nodes, True, seen.append)
     assert seen == ["performance: 5 x\n"]  # only rank 0 goes out live
     outcome = _outcome(job, Deadline(0))
