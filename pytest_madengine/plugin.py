@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,14 +175,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_node_collection_finished(node: Any, ids: Sequence[str]) -> None:
     _check_docker(node.config, ids)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Every container of this process is gone before the session ends; a removal that failed is a
-    warning (the model's result stands), and the controller's cleanup by label tries it again."""
-    runtime: Runtime | None = session.config.stash.get(RUNTIME_KEY, None)
-    for failure in runtime.finish_removals() if runtime is not None else []:
-        warnings.warn(pytest.PytestWarning(failure), stacklevel=1)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -241,12 +241,7 @@ class Runtime:
         registry = Registry.parse(self.settings.registry)
         return registry, find_credentials(registry.host, credential_file=self.settings.credential_file)
 
-    def finish_removals(self) -> list[str]:
-        """Wait for the containers still being removed; what failed."""
-        return self._executor.close() if self._executor is not None else []
-
     def close(self) -> None:
-        self.finish_removals()
         self._connection.close()
         if self.owns_shared_dir:
             shutil.rmtree(self.shared_dir, ignore_errors=True)

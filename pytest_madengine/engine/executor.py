@@ -121,6 +121,3 @@ class Executor(Protocol):
 
     def remove_run(self, run_id: str, worker: str | None = None) -> int:
         """Remove whatever a run (or one of its workers) left behind; how many were removed."""
-
-    def close(self) -> list[str]:
-        """Wait for what `finish` left in progress; a line for each part of it that failed."""

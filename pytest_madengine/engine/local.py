@@ -24,7 +24,6 @@ from .container import (
     workspace_archive,
 )
 from .executor import Deadline, Kept, PreparedRun, RunHandle, RunOutcome, Workspace
-from .removal import Remover
 from .run_options import merge_options
 from .workspace import (
     RUN_DIR,
@@ -112,7 +111,6 @@ class LocalDocker:
         self._image_config = image_configs or ImageConfigs(connect)
         self._found: dict[tuple[str, str, str], bool] = {}  # (image, program, PATH): is it there
         self._dangling: dict[Path, bool] = {}  # run directory: holds a link to nothing
-        self._remover = Remover(remove_container)  # the next model starts while the last one's container goes
 
     def start(self, run: PreparedRun) -> StartedContainer:
         """The run directory copied in; scripts/ mounted when `mount_scripts` says so, else copied.
@@ -190,7 +188,7 @@ class LocalDocker:
     def finish(self, handle: RunHandle, keep: bool) -> Kept | None:
         assert isinstance(handle, StartedContainer)
         if not keep:
-            self._remover.submit(handle.container)
+            remove_container(handle.container)
             return None
         keeper, image = keep_for_inspection(self._connect(), handle, handle.run_id, self._secret_names)
         image_id = image.removeprefix("sha256:")[:12]
@@ -200,9 +198,6 @@ class LocalDocker:
 
     def remove_run(self, run_id: str, worker: str | None = None) -> int:
         return cleanup.remove_run_containers(self._connect, run_id, worker)
-
-    def close(self) -> list[str]:
-        return self._remover.close()
 
 
 def _find(container: Any, candidates: list[str]) -> bool | None:

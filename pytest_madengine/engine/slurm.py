@@ -4,6 +4,7 @@ node (`slurm_runner`); this side submits, streams, takes the runner's frames apa
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import subprocess
@@ -104,7 +105,6 @@ class SlurmExecutor:
     def __init__(self, options: SlurmOptions, registry_image: Callable[[str], str] = lambda tag: "") -> None:
         self._options = options
         self._registry_image = registry_image
-        self._cleaning: list[SlurmJob] = []
 
     def start(self, run: PreparedRun) -> SlurmJob | BatchJob:
         if run.self_managed:
@@ -173,8 +173,9 @@ class SlurmExecutor:
             return Kept(**kept) if kept else None
         assert isinstance(handle, SlurmJob)
         if handle.process.poll() is None and handle.reported:
-            self._cleaning.append(handle)  # its runners remove their containers while the next job starts
-            return None
+            # Its runners are removing their containers: the test ends when they are gone.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                handle.process.wait(timeout=60)
         if handle.process.poll() is None:
             job = handle.job_id
             if job:
@@ -200,20 +201,6 @@ class SlurmExecutor:
         if worker is None and self._options.shared_dir:
             shutil.rmtree(run_folder(Path(self._options.shared_dir), run_id), ignore_errors=True)
         return len(jobs)
-
-    def close(self) -> list[str]:
-        """Wait for the jobs whose runners were still cleaning up; cancel one that does not end."""
-        failures = []
-        for job in self._cleaning:
-            try:
-                job.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                _cancel(job.job_id)
-                failures.append(f"SLURM job {job.job_id} did not end after its model did; cancelled")
-            if job.process.stdout is not None:
-                job.process.stdout.close()  # nobody reads it since the runners said they were done
-        self._cleaning.clear()
-        return failures
 
 
 def _cancel(job_id: str) -> None:

@@ -202,7 +202,7 @@ fi
 if [ -e "$ws/timeout" ]; then wait "$watcher"; echo "{FRAME}timeout==="
 else [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; echo "{FRAME}exit $code==="; fi
 {fetch}
-# The worker has all it needs and goes on; removing the container and the workspace overlaps its next job.
+# The worker has all it needs: it judges the result while the container and the workspace go.
 echo "{FRAME}done==="
 docker rm -f "$name" >/dev/null 2>&1
 clean
