@@ -31,6 +31,7 @@ from .engine.workspace import escaping_links
 from .gpus.allocator import GpuAllocator, Scheduling
 from .gpus.detect import Detection, detect_gpus
 from .gpus.pool import Pool, PoolError, make_pool
+from .history.store import Store
 from .report.baseline import Baseline, load_baseline
 from .report.manifest import BuildRecord, load_manifest
 from .settings import Settings
@@ -58,6 +59,7 @@ class Runtime:
     _connection: Connection = field(default_factory=Connection)
     _image_configs: ImageConfigs = field(init=False)
     _executor: Executor | None = None
+    _history: Store | None = None
     _builder: ImageBuilder | None = None
     _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
     _security_options: list[str] | None = None
@@ -227,6 +229,14 @@ class Runtime:
             self._manifest = load_manifest(self.settings.manifest)
         return self._manifest
 
+    def history(self) -> Store | None:
+        """The results history, opened (and migrated) once per process; None without one."""
+        if self.settings.history is None:
+            return None
+        if self._history is None:
+            self._history = Store(self.settings.history.url)
+        return self._history
+
     def baselines(self) -> dict[tuple[str, str], Baseline] | None:
         """The --madengine-baseline values, read once per process."""
         if self.settings.baseline is None:
@@ -247,6 +257,8 @@ class Runtime:
 
     def close(self) -> None:
         self.finish_removals()
+        if self._history is not None:
+            self._history.close()
         self._connection.close()
         if self.owns_shared_dir:
             shutil.rmtree(self.shared_dir, ignore_errors=True)
