@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .history.store import RunRecord, StorageError, StoredResult, number
+from .history.records import RunRecord, StorageError, StoredResult, number
 from .reporting import item_report
 from .runtime import Runtime
 

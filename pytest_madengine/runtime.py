@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -31,12 +31,14 @@ from .engine.workspace import escaping_links
 from .gpus.allocator import GpuAllocator, Scheduling
 from .gpus.detect import Detection, detect_gpus
 from .gpus.pool import Pool, PoolError, make_pool
-from .history.store import Store
 from .report.baseline import Baseline, load_baseline
 from .report.manifest import BuildRecord, load_manifest
 from .settings import Settings
 from .zoo.data import load_table
 from .zoo.tools import SHIPPED, Tool, load_catalog, select_tools
+
+if TYPE_CHECKING:
+    from .history.store import Store
 
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
 
@@ -234,6 +236,8 @@ class Runtime:
         if self.settings.history is None:
             return None
         if self._history is None:
+            from .history.store import Store  # SQLAlchemy only for a session that keeps history
+
             self._history = Store(self.settings.history.url)
         return self._history
 

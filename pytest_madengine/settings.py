@@ -175,7 +175,7 @@ class HistorySettings:
 
 def _history(config: pytest.Config, invocation: Path) -> HistorySettings | None:
     """--madengine-storage (else its ini), --madengine-autosave, --madengine-compare, --madengine-noise-k."""
-    from .history.store import default_url
+    from .history.records import default_url
 
     url = str(config.getoption("madengine_storage") or config.getini("madengine_storage") or "")
     autosave = config.getoption("madengine_autosave")

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pytest_madengine.history.store import RunRecord, StorageError, Store, StoredResult
+from pytest_madengine.history.records import RunRecord, StorageError, StoredResult
+from pytest_madengine.history.store import HEAD, Store
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,7 +55,8 @@ def test_runs_and_results_come_back_as_stored_and_history_is_oldest_first(url: s
 
 WRITER = """
 import sys
-from pytest_madengine.history.store import RunRecord, Store, StoredResult
+from pytest_madengine.history.records import RunRecord, StoredResult
+from pytest_madengine.history.store import Store
 store = Store(sys.argv[1])
 for i in range(20):
     run = f"{sys.argv[2]}-{i}"
@@ -78,3 +80,20 @@ def test_a_bad_url_is_a_clear_error_without_the_password() -> None:
     with pytest.raises(StorageError) as failed:
         Store("postgresql://user:hunter2@127.0.0.1:1/none")
     assert "hunter2" not in str(failed.value) and "127.0.0.1" in str(failed.value)
+
+
+def test_head_is_alembics_newest_revision() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from pytest_madengine.history.store import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+
+
+def test_a_session_without_history_loads_no_database_library() -> None:
+    check = "import sys, pytest_madengine.plugin; print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')))"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -11,7 +11,8 @@ from pathlib import Path
 from .chart import Point, trend_svg
 from .importer import imported_runs
 from .noise import DEFAULT_K, mad
-from .store import StorageError, Store, StoredResult, default_url
+from .records import StorageError, StoredResult, default_url
+from .store import Store
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

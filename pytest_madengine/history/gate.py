@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from ..report.baseline import Gate, compare, lower_is_better
 from ..report.results import SUCCESS, Result
 from .noise import judge
-from .store import number
+from .records import number
 
 
 def history_gates(

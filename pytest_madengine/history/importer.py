@@ -12,7 +12,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .store import RunRecord, StoredResult, number
+from .records import RunRecord, StoredResult, number
 
 
 def split_runs(rows: list[dict[str, str]]) -> list[list[dict[str, str]]]:

@@ -4,66 +4,17 @@ a store is opened, read and written through SQLAlchemy Core."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from filelock import FileLock
 
-from ..errors import MadengineError
+from .records import RunRecord, StorageError, StoredResult
 from .schema import results, runs
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-DEFAULT_PATH = Path(".madengine") / "history.db"
-
-
-class StorageError(MadengineError):
-    """A storage URL that cannot be opened or migrated."""
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    run_id: str
-    started: datetime | None = None
-    ended: datetime | None = None
-    git_commit: str = ""
-    git_dirty: bool | None = None
-    host: str = ""
-    gpu_product: str = ""
-    driver: str = ""
-    runtime_version: str = ""
-    plugin_version: str = ""
-    pytest_args: str = ""
-    source: str = "session"
-
-
-@dataclass(frozen=True)
-class StoredResult:
-    run_id: str
-    model: str
-    arch: str
-    performance: float | None
-    metric: str
-    status: str
-    row: Mapping[str, Any] = field(default_factory=dict)
-    gpu_product: str = ""
-    image_digest: str = ""
-
-
-def default_url(base: Path) -> str:
-    return f"sqlite:///{(base / DEFAULT_PATH).resolve()}"
-
-
-def number(text: object) -> float | None:
-    try:
-        return float(str(text))
-    except ValueError:
-        return None
+HEAD = "0001"  # the newest revision under migrations/versions (a test checks it is Alembic's head)
 
 
 class Store:
@@ -83,6 +34,13 @@ class Store:
             raise StorageError(f"history storage {_safe(url)}: {exc}") from None
 
     def _migrate(self) -> None:
+        """Alembic brings the schema to HEAD; a database already there is not touched (and Alembic,
+        slow to import, is not loaded)."""
+        if self._revision() == HEAD:
+            return
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         if self.engine.dialect.name == "sqlite":
@@ -95,6 +53,13 @@ class Store:
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    def _revision(self) -> str:
+        try:
+            with self.engine.connect() as connection:
+                return str(connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() or "")
+        except sa.exc.SQLAlchemyError:
+            return ""
 
     def save(self, run: RunRecord, stored: Sequence[StoredResult]) -> None:
         """One run and its results, in one transaction (a crash stores all of it or nothing)."""
