@@ -15,8 +15,9 @@ from .engine.images import LOG_TAIL_LINES, BuiltImage, log_tail
 from .engine.prepare import log_file_name
 from .engine.slurm import NoResources
 from .gpus.lease import Lease
+from .history.gate import history_gates
 from .record import ItemRecord, ModelFailure
-from .report.baseline import gate
+from .report.baseline import Gate, gate
 from .report.results import Result
 from .run_model import ModelRun, Parser, RunLog, finish_model
 from .runtime import RUNTIME_KEY, Runtime
@@ -126,14 +127,35 @@ def _parser(item: pytest.Item, runtime: Runtime) -> Parser | None:
     return parse
 
 
+def _history_gates(record: ItemRecord, runtime: Runtime, run: ModelRun, threshold: float | None) -> tuple[Gate, ...]:
+    """The noise gate where the history holds results of the model (its own noise_k, else the session's)."""
+    settings, store, spec = runtime.settings.history, runtime.history(), record.spec
+    assert settings is not None and store is not None
+    product = runtime.pool.product_name()
+
+    def lookup(model: str) -> list[float]:
+        if settings.run:
+            found = store.run(settings.run)
+            stored = [r for r in found[1] if r.model == model and r.arch == record.arch] if found else []
+        else:
+            stored = store.history(model, record.arch, product, settings.last)
+        return [r.performance for r in stored if r.performance is not None and r.status == "SUCCESS"]
+
+    own_k = spec.extra.get("noise_k")
+    k = float(own_k) if isinstance(own_k, (int, float)) and own_k > 0 else settings.k
+    return history_gates(run.verdict.results, lookup, threshold, k, spec.extra.get("higher_is_better"), record.gates)
+
+
 def _judge(record: ItemRecord, runtime: Runtime, run: ModelRun, image: BuiltImage) -> None:
     """Raise for a failed run; else gate the results against the baseline and raise for a regression."""
     spec = record.spec
     baselines = runtime.baselines()
+    own = spec.extra.get("max_regression")
+    threshold = parse_percent(str(own)) if own not in (None, "") else runtime.settings.max_regression
     if baselines is not None:
-        own = spec.extra.get("max_regression")
-        threshold = parse_percent(str(own)) if own not in (None, "") else runtime.settings.max_regression
         record.gates = gate(run.verdict.results, record.arch, baselines, threshold, spec.extra.get("higher_is_better"))
+    if runtime.settings.history is not None:
+        record.gates = _history_gates(record, runtime, run, threshold)
     if run.verdict.failure is not None:
         raise ModelFailure(
             f"model {spec.name} on {record.arch} failed: {run.verdict.failure}\n"

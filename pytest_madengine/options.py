@@ -20,6 +20,7 @@ def addoption(parser: pytest.Parser) -> None:
     _add_report_options(group)
     _add_selection_options(group)
     _add_slurm_options(group, parser)
+    _add_history_options(group, parser)
     _add_ini_options(parser)
 
 
@@ -60,6 +61,40 @@ def _add_slurm_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None
         help="how long an item may wait for resources before it is skipped as 'no resources' (default: no limit)",
     )
     parser.addini("madengine_slurm", "run every item as a SLURM job (true/false)", type="bool", default=False)
+
+
+def _add_history_options(group: pytest.OptionGroup, parser: pytest.Parser) -> None:
+    """The results history (pytest-madengine list|show|compare|trend|import reads it)."""
+    group.addoption(
+        "--madengine-storage",
+        default=None,
+        metavar="URL",
+        help="the results history: sqlite:///path.db or postgresql://user@host/db "
+        "(with --madengine-autosave alone: .madengine/history.db here)",
+    )
+    parser.addini("madengine_storage", "default for --madengine-storage", default="")
+    group.addoption(
+        "--madengine-autosave",
+        action="store_true",
+        default=None,
+        help="store this session's results in the history",
+    )
+    parser.addini("madengine_autosave", "store every session's results (true/false)", type="bool", default=False)
+    group.addoption(
+        "--madengine-compare",
+        default=None,
+        metavar="last|RUN_ID|N",
+        help="gate each result against the history: the last N (default 5) results of its model, arch and GPU, "
+        "the last one, or one run's",
+    )
+    group.addoption(
+        "--madengine-noise-k",
+        type=float,
+        default=None,
+        metavar="K",
+        help="a regression goes beyond max(threshold, K x the history's MAD) "
+        "(default 3; models.json noise_k per model)",
+    )
 
 
 def _add_target_options(group: pytest.OptionGroup) -> None:

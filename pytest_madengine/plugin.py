@@ -14,6 +14,7 @@ from .engine.client import DockerUnavailable
 from .errors import MadengineError
 from .fixtures import madengine_container, madengine_gpus, madengine_image
 from .gpus.detect import Detection, detect_gpus
+from .history_hooks import register as register_history
 from .nodes import ModelItem, ModelsFile, with_selected_args
 from .options import addoption
 from .record import InvalidCard
@@ -116,6 +117,7 @@ def pytest_configure(config: pytest.Config) -> None:
                 raise pytest.UsageError(f"--madengine-baseline: {exc}") from None
         if runtime.settings.manifest_out is not None:
             config.pluginmanager.register(ManifestWriter(runtime.settings.manifest_out), "madengine-manifest")
+        register_history(config, runtime)
     if runtime.settings.verbose > 0 and not _is_worker(config):
         runtime.progress = _terminal_line(config)
 

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import docker
 import docker.errors
@@ -37,6 +37,9 @@ from .settings import Settings
 from .zoo.data import load_table
 from .zoo.tools import SHIPPED, Tool, load_catalog, select_tools
 
+if TYPE_CHECKING:
+    from .history.store import Store
+
 RUNTIME_KEY = pytest.StashKey["Runtime"]()
 
 
@@ -58,6 +61,7 @@ class Runtime:
     _connection: Connection = field(default_factory=Connection)
     _image_configs: ImageConfigs = field(init=False)
     _executor: Executor | None = None
+    _history: Store | None = None
     _builder: ImageBuilder | None = None
     _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
     _security_options: list[str] | None = None
@@ -227,6 +231,16 @@ class Runtime:
             self._manifest = load_manifest(self.settings.manifest)
         return self._manifest
 
+    def history(self) -> Store | None:
+        """The results history, opened (and migrated) once per process; None without one."""
+        if self.settings.history is None:
+            return None
+        if self._history is None:
+            from .history.store import Store  # SQLAlchemy only for a session that keeps history
+
+            self._history = Store(self.settings.history.url)
+        return self._history
+
     def baselines(self) -> dict[tuple[str, str], Baseline] | None:
         """The --madengine-baseline values, read once per process."""
         if self.settings.baseline is None:
@@ -242,6 +256,8 @@ class Runtime:
         return registry, find_credentials(registry.host, credential_file=self.settings.credential_file)
 
     def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
         self._connection.close()
         if self.owns_shared_dir:
             shutil.rmtree(self.shared_dir, ignore_errors=True)

@@ -52,6 +52,7 @@ class Settings:
     tags: tuple[str, ...] = ()
     reap: bool = False
     slurm: SlurmOptions | None = None  # None: the local engine
+    history: HistorySettings | None = None  # None: no results history
 
     def build_arg_sources(self) -> BuildArgSources:
         return BuildArgSources(
@@ -113,6 +114,7 @@ def read_settings(config: pytest.Config) -> Settings:
         html_out=_path(invocation, config.getoption("madengine_html")),
         reap=bool(config.getoption("madengine_reap")),
         slurm=_slurm(config, context, invocation),
+        history=_history(config, invocation),
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )
@@ -160,6 +162,40 @@ def _slurm(config: pytest.Config, context: RunContext, invocation: Path) -> Slur
         queue_timeout_s=int(queue or 0),
         shared_dir=str(invocation / shared) if (shared := field("shared_dir")) else "",
     )
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    url: str
+    autosave: bool = False
+    last: int = 5  # how many of the newest results the noise gate looks at
+    run: str = ""  # compare with this run's results only
+    k: float = 3.0
+
+
+def _history(config: pytest.Config, invocation: Path) -> HistorySettings | None:
+    """--madengine-storage (else its ini), --madengine-autosave, --madengine-compare, --madengine-noise-k."""
+    from .history.records import default_url
+
+    url = str(config.getoption("madengine_storage") or config.getini("madengine_storage") or "")
+    autosave = config.getoption("madengine_autosave")
+    autosave = bool(autosave if autosave is not None else config.getini("madengine_autosave"))
+    compare = str(config.getoption("madengine_compare") or "")
+    if not (url or autosave or compare):
+        return None
+    k = config.getoption("madengine_noise_k")
+    if k is not None and k <= 0:
+        raise pytest.UsageError(f"--madengine-noise-k must be above 0, got {k:g}")
+    last, run = 5, ""
+    if compare == "last":
+        last = 1
+    elif compare.isdigit():
+        last = int(compare)
+        if last < 1:
+            raise pytest.UsageError("--madengine-compare N must be at least 1")
+    elif compare:
+        run = compare
+    return HistorySettings(url or default_url(invocation), autosave, last, run, 3.0 if k is None else float(k))
 
 
 def _isolation(config: pytest.Config) -> str:

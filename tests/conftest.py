@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +148,23 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry
     reg = LocalRegistry(tmp_path_factory.mktemp("registry"))
     yield reg
     reg.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server on a local port for this session (tools/postgres.sh), and the URL of its
+    empty `history` database. Its absence is a failure (tools/setup.sh --test installs it)."""
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")):  # pragma: no cover
+        pytest.fail("PostgreSQL is required for the history tests (run tools/setup.sh --test)")
+    # Not under pytest's basetemp: the server runs as `postgres`, and pytest's folders are root's alone.
+    where = Path(tempfile.mkdtemp(prefix="pytest-madengine-pg-"))
+    script = Path(__file__).parent.parent / "tools" / "postgres.sh"
+    try:
+        started = subprocess.run(
+            ["bash", str(script), "start", str(where)], capture_output=True, text=True, timeout=120
+        )
+        assert started.returncode == 0, started.stderr
+        yield started.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(where)], capture_output=True, timeout=120, check=False)
+        shutil.rmtree(where, ignore_errors=True)

@@ -1,0 +1,95 @@
+"""The results history through pytest: autosave, the noise gate against a fixed one, and the
+`pytest-madengine` console script on a madengine perf.csv."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from zoo import Zoo, read_perf
+
+ARGS = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "-p", "no:cacheprovider")
+VALUE = '#!/bin/bash\necho "performance: $VALUE samples_per_second"\n'
+
+
+def noisy_values(count: int) -> list[float]:
+    draw = random.Random(7)
+    return [round(draw.uniform(93, 107), 1) for _ in range(count)]
+
+
+def session(pytester: pytest.Pytester, value: float, *extra: str) -> pytest.RunResult:
+    context = json.dumps({"docker_env_vars": {"VALUE": f"{value:g}"}})
+    return pytester.runpytest_subprocess(*ARGS, "--madengine-context", context, *extra, timeout=300)
+
+
+def test_the_noise_gate_passes_a_noisy_model_a_fixed_gate_fails_and_a_true_drop_fails_at_once(
+    pytester: pytest.Pytester, zoo: Zoo
+) -> None:
+    zoo.script("noisy/run.sh", VALUE)
+    zoo.models([zoo.model("noisy")])
+    storage = f"sqlite:///{pytester.path / 'history.db'}"
+    values = noisy_values(20)
+    for value in values:  # the noise gate (k = 3 x MAD of the last 5): every session passes
+        session(pytester, value, "--madengine-storage", storage, "--madengine-autosave").assert_outcomes(passed=1)
+    # The same values under a fixed 5% gate against the previous session: one of them fails it.
+    assert session(pytester, values[0], "--madengine-perf-csv", "fixed.csv").ret == pytest.ExitCode.OK
+    gate = ("--madengine-baseline", "fixed.csv", "--madengine-max-regression", "5", "--madengine-perf-csv", "fixed.csv")
+    fixed = [session(pytester, value, *gate).ret for value in values[1:6]]
+    assert pytest.ExitCode.TESTS_FAILED in fixed
+    history = values[-5:]
+    median = sorted(history)[2]
+    drop = session(pytester, round(median * 0.8, 1), "--madengine-storage", storage, "--madengine-autosave")
+    drop.assert_outcomes(failed=1)
+    drop.stdout.fnmatch_lines(
+        [
+            f"*history [[]{', '.join(f'{v:g}' for v in history)}[]]*median {median:g}, spread (MAD)*measured {median * 0.8:.1f}*"
+        ]
+    )
+    rows = read_perf(pytester.path / "perf.csv")
+    assert [r["status"] for r in rows] == ["SUCCESS"] * 20 + ["FAILURE"] and rows[-1]["reason"] == "regression"
+    listed = cli(pytester.path, "--storage", storage, "list")
+    assert listed.stdout.count("import") == 0 and len(listed.stdout.splitlines()) == 1 + 21
+
+
+def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pytest_madengine.history.cli", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+MADENGINE_CSV = """model,n_gpus,training_precision,pipeline,args,tags,docker_file,base_docker,docker_sha,docker_image,git_commit,machine_name,gpu_architecture,performance,metric,relative_change,status,build_duration,test_duration,dataname,data_provider_type,data_size,data_download_duration,build_number
+resnet,8,fp16,,,,,,,img,aaa111,mi300,gfx942,1000,samples_per_second,,SUCCESS,,,,,,,0
+bert,8,fp16,,,,,,,img,aaa111,mi300,gfx942,50,samples_per_second,,SUCCESS,,,,,,,0
+resnet,8,fp16,,,,,,,img,bbb222,mi300,gfx942,1100,samples_per_second,,SUCCESS,,,,,,,0
+bert,8,fp16,,,,,,,img,bbb222,mi300,gfx942,40,samples_per_second,,SUCCESS,,,,,,,0
+resnet,8,fp16,,,,,,,img,ccc333,mi300,gfx942,990,samples_per_second,,SUCCESS,,,,,,,0
+bert,8,fp16,,,,,,,img,ccc333,mi300,gfx942,,samples_per_second,,FAILURE,,,,,,,0
+"""
+
+
+def test_import_then_trend_and_compare_give_the_numbers_of_the_file(tmp_path: Path) -> None:
+    (tmp_path / "perf.csv").write_text(MADENGINE_CSV)
+    done = cli(tmp_path, "import", "perf.csv")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("imported 3 runs, 6 results")
+    again = cli(tmp_path, "import", "perf.csv")
+    assert "imported 0 runs" in again.stdout and "(3 already there)" in again.stdout
+    assert (tmp_path / ".madengine" / "history.db").is_file()  # the embedded default
+    runs = [line.split()[0] for line in cli(tmp_path, "list").stdout.splitlines()[1:]]
+    assert len(runs) == 3
+    trend = cli(tmp_path, "trend", "resnet", "--chart", "resnet.svg")
+    assert trend.returncode == 0, trend.stderr
+    assert [line.split()[1] for line in trend.stdout.splitlines()[1:4]] == ["1000", "1100", "990"]
+    assert "median 1000, spread (MAD) 10, n=3" in trend.stdout
+    svg = (tmp_path / "resnet.svg").read_text()
+    assert svg.startswith("<svg") and svg.count("<circle") == 3 and "ccc333" in svg
+    compared = cli(tmp_path, "compare", runs[0], runs[1]).stdout.splitlines()
+    assert compared[1].split() == ["resnet", "gfx942", "1000", "1100", "samples_per_second", "+10.00%"]
+    assert compared[2].split() == ["bert", "gfx942", "50", "40", "samples_per_second", "-20.00%"]
+    shown = cli(tmp_path, "show", runs[2]).stdout
+    assert "990" in shown and "FAILURE" in shown
+    missing = cli(tmp_path, "show", "nope")
+    assert missing.returncode == 2 and "no run 'nope'" in missing.stderr and "Traceback" not in missing.stderr
