@@ -267,15 +267,17 @@ def skip_reason(spec: ModelSpec, arch: str, runtime: Runtime) -> str:
             return "needs SLURM (a slurm_multi card)"
         if not runtime.settings.slurm.shared_dir:
             return "a slurm_multi card needs --madengine-slurm-shared-dir (a directory every node sees)"
-    if runtime.settings.slurm is not None and not runtime.settings.build_only:
-        return _slurm_skip(spec, runtime)
     pool, settings = runtime.pool, runtime.settings
+    on_cluster = settings.slurm is not None and not settings.build_only
     runs = not settings.build_only and arch != "cpu" and spec.n_gpus != 0
-    if runs and not pool.explicit and arch not in runtime.detection.archs:
+    if runs and not on_cluster and not pool.explicit and arch not in runtime.detection.archs:
         return f"host has no {arch} GPU"
-    listed = skipped_arch(spec.skip_gpu_arch, arch, pool.product_name())
+    # On a cluster the nodes' product is unknown here: the arch alone matches.
+    listed = skipped_arch(spec.skip_gpu_arch, arch, "" if on_cluster else pool.product_name())
     if listed and not settings.ignore_skip_gpu_arch:
         return f"model not supported on {arch}: skip_gpu_arch lists {listed}"
+    if on_cluster:
+        return _slurm_skip(spec, runtime)
     wanted = pool.size if spec.n_gpus == -1 else spec.n_gpus
     if not settings.build_only and wanted > pool.size:
         return f"needs {wanted} GPU{'s' if wanted != 1 else ''}, the pool has {pool.size}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import signal
 import subprocess
 import xml.etree.ElementTree as ET
@@ -91,6 +92,20 @@ def test_mixed_models_share_the_cluster_without_overlap(
     ):
         if node_a == node_b and ids_a & ids_b:
             assert end_a <= start_b or end_b <= start_a, f"{a} and {b} shared GPUs {ids_a & ids_b} on {node_a}"
+
+
+def test_the_example_zoo_runs_on_the_cluster(pytester: pytest.Pytester, cluster: dict[str, str]) -> None:
+    shutil.copytree(Path(__file__).parent.parent / "models", pytester.path, dirs_exist_ok=True)
+    result = pytester.runpytest_subprocess(*SLURM, "-n", "4", "-rs", "--junitxml=j.xml", timeout=600)
+    result.assert_outcomes(passed=4, skipped=1)
+    result.stdout.fnmatch_lines(["*skip_gpu_arch lists gfx942*"])
+    rows = read_perf(pytester.path / "perf.csv")
+    ran = [r for r in rows if r["status"] == "SUCCESS"]
+    assert {r["model"] for r in ran} == {"dummy", "dummy2/model2", "cpu_hash"} | {f"dummy_multi_{i}" for i in (1, 2, 3)}
+    assert {r["deployment_type"] for r in ran} == {"slurm"} and {r["machine_name"] for r in ran} <= {"n1", "n2"}
+    cases = ET.parse(pytester.path / "j.xml").getroot().iter("testcase")
+    jobs = [{p.get("name"): p.get("value") for p in c.iter("property")} for c in cases if c.find("skipped") is None]
+    assert len(jobs) == 4 and all(props.get("slurm_job") for props in jobs)
 
 
 def test_a_model_past_its_limit_times_out_and_leaves_nothing(
