@@ -115,7 +115,7 @@ class ItemRecord:
         results = self.run.verdict.results
         gates = self.gates or tuple(Gate() for _ in results)
         return tuple(
-            ResultRow(perf_row(result, facts, judged), dict(result.extra), judged.baseline)
+            ResultRow(perf_row(result, facts, judged), dict(result.extra), judged.baseline, dict(judged.comparison))
             for result, judged in zip(results, gates, strict=True)
         )
 

@@ -162,13 +162,38 @@ class ResultsCollector:
             for line in lines:
                 terminalreporter.write_line(line)
 
+    def _trends(self) -> dict[tuple[str, str], str]:
+        """With a history: the last 20 earlier results of each model and arch of this session."""
+        runtime, kept = self.runtime, self.runtime.settings.history
+        store = runtime.history() if kept is not None else None
+        if store is None or kept is None:
+            return {}
+        from .history.chart import trend_charts
+        from .history.records import number
+
+        product = runtime.pool.product_name()
+
+        def earlier(model: str, arch: str) -> list[tuple[str, float, str]]:
+            stored = [r for r in store.history(model, arch, product, 21) if r.run_id != runtime.run_id][-20:]
+            return [
+                (r.run_id, r.performance, str(r.row.get("git_commit", ""))) for r in stored if r.performance is not None
+            ]
+
+        current = [
+            (e.row.get("model", ""), e.row.get("gpu_architecture", ""), number(e.row.get("performance", "")))
+            for e in self.results.entries
+            if e.row.get("status") != "SKIPPED"
+        ]
+        return trend_charts(earlier, current, kept.k)
+
     def pytest_sessionfinish(self) -> None:
         settings, runtime = self.runtime.settings, self.runtime
         if settings.json_out is not None:
             write_json(settings.json_out, json_document(self.results, runtime.detection, runtime.run_id))
         if settings.html_out is not None:
             settings.html_out.parent.mkdir(parents=True, exist_ok=True)
-            settings.html_out.write_text(html_document(self.results, runtime.detection, runtime.run_id), "utf-8")
+            page = html_document(self.results, runtime.detection, runtime.run_id, self._trends())
+            settings.html_out.write_text(page, "utf-8")
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if step_summary and self.results.entries:
             with open(step_summary, "a", encoding="utf-8") as handle:

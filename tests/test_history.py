@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 from zoo import Zoo, read_perf
+
+SCHEMA = Path(__file__).parent.parent / "pytest_madengine" / "results.schema.json"
 
 ARGS = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "-p", "no:cacheprovider")
 VALUE = '#!/bin/bash\necho "performance: $VALUE samples_per_second"\n'
@@ -42,7 +46,8 @@ def test_the_noise_gate_passes_a_noisy_model_a_fixed_gate_fails_and_a_true_drop_
     assert pytest.ExitCode.TESTS_FAILED in fixed
     history = values[-5:]
     median = sorted(history)[2]
-    drop = session(pytester, round(median * 0.8, 1), "--madengine-storage", storage, "--madengine-autosave")
+    reports = ("--madengine-json", "r.json", "--madengine-html", "r.html")
+    drop = session(pytester, round(median * 0.8, 1), "--madengine-storage", storage, "--madengine-autosave", *reports)
     drop.assert_outcomes(failed=1)
     drop.stdout.fnmatch_lines(
         [
@@ -51,8 +56,32 @@ def test_the_noise_gate_passes_a_noisy_model_a_fixed_gate_fails_and_a_true_drop_
     )
     rows = read_perf(pytester.path / "perf.csv")
     assert [r["status"] for r in rows] == ["SUCCESS"] * 20 + ["FAILURE"] and rows[-1]["reason"] == "regression"
+    document = json.loads((pytester.path / "r.json").read_text())
+    jsonschema.validate(document, json.loads(SCHEMA.read_text()))
+    (found,) = document["results"]
+    assert found["comparison"]["history"] == history and found["comparison"]["median"] == median
+    assert found["comparison"]["verdict"] == "regression" and found["comparison"]["rule"].startswith("k x spread")
+    check_trend_in_a_browser(pytester.path / "r.html", pytester.path / "profile", len(values) + 1)
     listed = cli(pytester.path, "--storage", storage, "list")
     assert listed.stdout.count("import") == 0 and len(listed.stdout.splitlines()) == 1 + 21
+
+
+def check_trend_in_a_browser(page: Path, profile: Path, points: int) -> None:
+    """The report's trend chart as Chromium renders it: the newest point highlighted among `points`,
+    each earlier one naming its run on hover; no console error; nothing fetched from the network."""
+    browser = shutil.which("chromium")
+    assert browser, "Debian's chromium is required (tools/setup.sh --test installs it)"
+    text = page.read_text()
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in text
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    flags += [f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-ready="1"' in dom.stdout, dom.stderr[-2000:]
+    figure = dom.stdout[dom.stdout.index('<figure class="trend" data-model="noisy"') :]
+    figure = figure[: figure.index("</figure>")]
+    assert figure.count("<circle") == points and figure.count('class="current"') == 1
+    assert "this session" in figure and "noise band" in figure and "median" in figure
+    assert [line for line in dom.stderr.splitlines() if "CONSOLE" in line] == []
 
 
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import html
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .noise import DEFAULT_K, mad
@@ -56,3 +56,20 @@ def trend_svg(title: str, points: Sequence[Point], k: float = DEFAULT_K, width: 
         f'<text x="{pad}" y="16" font-family="sans-serif" font-size="12">{heading}</text>'
         f'{band}{median_line}<polyline points="{path}" fill="none" stroke="#333"/>{dots}</svg>'
     )
+
+
+def trend_charts(
+    history: Callable[[str, str], Sequence[tuple[str, float, str]]],
+    current: Iterable[tuple[str, str, float | None]],
+    k: float = DEFAULT_K,
+) -> dict[tuple[str, str], str]:
+    """A chart per (model, arch) of this session that has history: `history(model, arch)` gives its
+    earlier (run id, value, commit), oldest first; this session's value, when it has one, comes last."""
+    charts = {}
+    for model, arch, value in current:
+        earlier = [Point(v, f"{run} {commit[:12]}".strip()) for run, v, commit in history(model, arch)]
+        if not earlier:
+            continue
+        points = [*earlier, *([Point(value, "this session")] if value is not None else [])]
+        charts[(model, arch)] = trend_svg(f"{model} on {arch}", points, k)
+    return charts

@@ -31,7 +31,15 @@ def history_gates(
             continue
         change = compare(measured, found.median, lower).relative_change
         regression = found.message(result.model, result.metric, lower) if found.regression else ""
-        gates.append(
-            Gate(f"median {found.median:g} (MAD {found.spread:g}, n={len(found.history)})", change, regression)
-        )
+        comparison = {
+            "history": list(found.history),
+            "median": found.median,
+            "spread": found.spread,
+            "measured": found.measured,
+            "allowed": found.allowed if found.allowed != float("inf") else None,
+            "rule": found.rule,
+            "verdict": "regression" if found.regression else "pass",
+        }
+        label = f"median {found.median:g} (MAD {found.spread:g}, n={len(found.history)})"
+        gates.append(Gate(label, change, regression, comparison))
     return tuple(gates)

@@ -6,8 +6,9 @@ import csv
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import MadengineError
 from ..zoo.models import parse_percent
@@ -125,6 +126,7 @@ class Gate:
     baseline: str = ""  # the baseline value, "no baseline", "performance is not a number"; "" when not compared
     relative_change: str = ""
     regression: str = ""  # why it fails the gate; "" when it passes
+    comparison: Mapping[str, Any] = field(default_factory=dict)  # the history gate's numbers, for the JSON
 
 
 def gate(

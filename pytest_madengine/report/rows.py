@@ -100,6 +100,7 @@ class ResultRow:
     row: dict[str, str]
     extra: dict[str, str] = field(default_factory=dict)
     baseline: str = ""  # as the summaries show it: a value, "no baseline"...; "" when not compared
+    comparison: dict[str, Any] = field(default_factory=dict)  # the history gate's numbers, when it judged
 
 
 @dataclass(frozen=True)
@@ -112,12 +113,17 @@ class ItemReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "rows": [{"row": r.row, "extra": r.extra, "baseline": r.baseline} for r in self.rows],
+            "rows": [
+                {"row": r.row, "extra": r.extra, "baseline": r.baseline, "comparison": r.comparison} for r in self.rows
+            ],
             "build": dict(self.build) if self.build is not None else None,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ItemReport:
-        rows = tuple(ResultRow(dict(r["row"]), dict(r["extra"]), str(r["baseline"])) for r in data.get("rows", ()))
+        rows = tuple(
+            ResultRow(dict(r["row"]), dict(r["extra"]), str(r["baseline"]), dict(r.get("comparison") or {}))
+            for r in data.get("rows", ())
+        )
         build = data.get("build")
         return cls(rows, dict(build) if build is not None else None)

@@ -27,6 +27,7 @@ class Entry:
     log_tail: str = ""
     extra: dict[str, str] = field(default_factory=dict)
     baseline: str = ""
+    comparison: dict[str, Any] = field(default_factory=dict)
 
     @property
     def change(self) -> str:
@@ -45,7 +46,9 @@ class ResultTable:
     def add(self, rows: Iterable[ResultRow], nodeid: str, log_tail: str = "") -> None:
         for found in rows:
             tail = log_tail if found.row.get("status") == "FAILURE" else ""
-            self.entries.append(Entry(dict(found.row), nodeid, tail, dict(found.extra), found.baseline))
+            self.entries.append(
+                Entry(dict(found.row), nodeid, tail, dict(found.extra), found.baseline, dict(found.comparison))
+            )
 
     def ordered(self) -> list[Entry]:
         return sorted(self.entries, key=Entry.sort_key)
@@ -126,6 +129,8 @@ def json_document(results: ResultTable, detection: Detection, run_id: str) -> di
         record = {k: _value(k, v) for k, v in entry.row.items()}
         if entry.baseline:
             record["baseline"] = entry.baseline
+        if entry.comparison:
+            record["comparison"] = entry.comparison
         record["nodeid"] = entry.nodeid
         record["extra"] = entry.extra
         if entry.log_tail:
@@ -220,7 +225,10 @@ pre { background: #f8f9f9; padding: 0.6em; overflow-x: auto; }
 """
 
 
-def html_document(results: ResultTable, detection: Detection, run_id: str) -> str:
+def html_document(
+    results: ResultTable, detection: Detection, run_id: str, trends: Mapping[tuple[str, str], str] | None = None
+) -> str:
+    """One self-contained page; `trends`: an SVG trend chart per (model, arch), from the history."""
     machine = machine_info(detection)
     head = ["model", "arch", "performance", "metric", "change vs baseline", "status", "reason", "duration (s)"]
     body = []
@@ -255,8 +263,18 @@ driver: {html.escape(machine["driver_version"] or "n/a")}</p>
 <tbody>{"".join(body)}</tbody></table>
 <h2>Performance</h2>
 {_bars(results)}
-<h2>Failures</h2>
+{_trends(trends or {})}<h2>Failures</h2>
 {failures or "<p>none</p>"}
 <script>{SCRIPT}</script>
 </body></html>
 """
+
+
+def _trends(trends: Mapping[tuple[str, str], str]) -> str:
+    if not trends:
+        return ""
+    charts = "".join(
+        f'<figure class="trend" data-model="{html.escape(model)}" data-arch="{html.escape(arch)}">{svg}</figure>'
+        for (model, arch), svg in sorted(trends.items())
+    )
+    return f"<h2>History</h2>\n{charts}"
