@@ -6,6 +6,7 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from .gpus.lease import Lease
 from .history.gate import history_gates
 from .record import ItemRecord, ModelFailure
 from .report.baseline import Gate, gate
+from .report.repeats import combined
 from .report.results import Result
 from .run_model import ModelRun, Parser, RunLog, finish_model
 from .runtime import RUNTIME_KEY, Runtime
@@ -41,6 +43,8 @@ def model_test(
         item.user_properties.append(("gpus", madengine_gpus.ids_text))
     try:
         run = _run(item, record, runtime, madengine_container, madengine_gpus)
+        if runtime.settings.repeat > 1:
+            record.run = run = _repeat(item, record, runtime, run, madengine_gpus)
         item.add_report_section("call", "stdout", run.outcome.log)
         _judge(record, runtime, run, madengine_image)
     except Exception:
@@ -59,8 +63,9 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
     if runtime.progress is not None:
         runtime.progress(f"[run] {item.nodeid}: output in {log_path}")
     try:
+        release = lease.release if runtime.settings.repeat <= 1 else None  # repeats hold the GPUs to the last
         record.run = finish_model(
-            runtime.executor(), handle, spec, Deadline(seconds, source, lease.release), log, _parser(item, runtime)
+            runtime.executor(), handle, spec, Deadline(seconds, source, release), log, _parser(item, runtime)
         )
         placement = record.run.outcome.placement
         if placement:  # the ids SLURM allocated (the worker's lease is a count only)
@@ -73,6 +78,32 @@ def _run(item: pytest.Item, record: ItemRecord, runtime: Runtime, handle: RunHan
     except ExecutorLost as exc:
         raise type(exc)(f"model {spec.name} on {record.arch}: {exc}") from None
     return record.run
+
+
+def _repeat(item: pytest.Item, record: ItemRecord, runtime: Runtime, first: ModelRun, lease: Lease) -> ModelRun:
+    """--madengine-repeat N: the model again in a fresh container each time, until N runs or one
+    fails; each run's log beside the first (`.repeat<i>.run.log`); one verdict, the medians."""
+    spec, executor, prepared = record.spec, runtime.executor(), record.prepared
+    assert prepared is not None
+    seconds, source = runtime.settings.timeout_for(spec.timeout)
+    count, verdicts = runtime.settings.repeat, [first.verdict]
+    try:
+        for index in range(2, count + 1):
+            if verdicts[-1].failure is not None:
+                break
+            log = RunLog(
+                first.log_path.with_name(first.log_path.name.removesuffix(".run.log") + f".repeat{index}.run.log")
+            )
+            handle = executor.start(prepared)
+            try:
+                deadline = Deadline(seconds, source, lease.release if index == count else None)
+                verdicts.append(finish_model(executor, handle, spec, deadline, log, _parser(item, runtime)).verdict)
+            finally:
+                executor.finish(handle, keep=False)
+    finally:
+        lease.release()  # (again, if the last run gave them back already: a release is idempotent)
+    item.user_properties.append(("repeats", str(len(verdicts))))
+    return replace(first, verdict=combined(verdicts))
 
 
 def _keep_rank_logs(item: pytest.Item, log_path: Path, rank_logs: Mapping[int, str]) -> None:

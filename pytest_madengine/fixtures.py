@@ -193,6 +193,7 @@ def madengine_container(
     prepared = with_extras(prepared, spec, settings.context, Extras(data, runtime.tools(spec.root)))
     prepared = for_cluster(prepared, spec, settings.context, os.environ) if settings.slurm is not None else prepared
     executor = runtime.executor()
+    record.prepared = prepared
     record.handle = handle = executor.start(prepared)
     try:
         yield handle

@@ -88,6 +88,14 @@ def _add_history_options(group: pytest.OptionGroup, parser: pytest.Parser) -> No
         "the last one, or one run's",
     )
     group.addoption(
+        "--madengine-repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run each model N times, a fresh container each time; its performance is the median "
+        "(every value in the JSON and the history)",
+    )
+    group.addoption(
         "--madengine-noise-k",
         type=float,
         default=None,

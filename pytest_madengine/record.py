@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .engine.executor import RunHandle
+from .engine.executor import PreparedRun, RunHandle
 from .engine.images import BuiltImage
 from .engine.steps import DATA_LINE, GIT_LINE
 from .errors import MadengineError
@@ -49,6 +49,7 @@ class ItemRecord:
     lease: Lease | None = None
     handle: RunHandle | None = None  # set once the model started
     run: ModelRun | None = None  # set once it ended
+    prepared: PreparedRun | None = None  # what the container fixture started (repeats start it again)
     gates: tuple[Gate, ...] = ()  # one per result, when a baseline was given
     call_failed: bool = False  # the call raised: --madengine-keep-containers on-failure keeps it
     data: DataChoice | None = None  # the card's data and its provider, once the run is prepared

@@ -53,6 +53,7 @@ class Settings:
     reap: bool = False
     slurm: SlurmOptions | None = None  # None: the local engine
     history: HistorySettings | None = None  # None: no results history
+    repeat: int = 1  # runs per model (--madengine-repeat); the median is its performance
 
     def build_arg_sources(self) -> BuildArgSources:
         return BuildArgSources(
@@ -115,6 +116,7 @@ def read_settings(config: pytest.Config) -> Settings:
         reap=bool(config.getoption("madengine_reap")),
         slurm=_slurm(config, context, invocation),
         history=_history(config, invocation),
+        repeat=_repeat(config),
         probe_timeout=float(config.getoption("madengine_probe_timeout")),
         lease_log=(invocation / lease_log) if (lease_log := config.getoption("madengine_lease_log")) else None,
     )
@@ -196,6 +198,13 @@ def _history(config: pytest.Config, invocation: Path) -> HistorySettings | None:
     elif compare:
         run = compare
     return HistorySettings(url or default_url(invocation), autosave, last, run, 3.0 if k is None else float(k))
+
+
+def _repeat(config: pytest.Config) -> int:
+    count = int(config.getoption("madengine_repeat"))
+    if count < 1:
+        raise pytest.UsageError(f"--madengine-repeat must be at least 1, got {count}")
+    return count
 
 
 def _isolation(config: pytest.Config) -> str:

@@ -10,9 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import docker
 import jsonschema
 import pytest
-from zoo import Zoo, read_perf
+from zoo import EngineEvents, Zoo, read_perf, run_id_of, wait_until
 
 SCHEMA = Path(__file__).parent.parent / "pytest_madengine" / "results.schema.json"
 
@@ -122,3 +123,48 @@ def test_import_then_trend_and_compare_give_the_numbers_of_the_file(tmp_path: Pa
     assert "990" in shown and "FAILURE" in shown
     missing = cli(tmp_path, "show", "nope")
     assert missing.returncode == 2 and "no run 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+# Each run counts itself in a folder the context mounts; the 2nd run fails when FAIL_AT says so.
+COUNTING = """#!/bin/bash
+n=$(( $(cat /counter/n 2>/dev/null || echo 0) + 1 )); echo $n > /counter/n
+[ "$n" = "${FAIL_AT:-}" ] && { echo "run $n gives up"; exit 3; }
+echo "performance: $((10 + n)) samples_per_second"
+"""
+
+
+def test_repeat_runs_fresh_containers_and_reports_the_median(
+    pytester: pytest.Pytester, zoo: Zoo, docker_client: docker.DockerClient
+) -> None:
+    zoo.script("counting/run.sh", COUNTING)
+    zoo.models([zoo.model("counting")])
+    counter = pytester.path / "counter"
+    counter.mkdir()
+    storage = f"sqlite:///{pytester.path / 'history.db'}"
+    context = json.dumps({"docker_mounts": {"/counter": str(counter)}})
+    args = (*ARGS, "--madengine-context", context, "--madengine-repeat", "3", "--madengine-json", "r.json")
+    with EngineEvents(docker_client) as events:
+        result = pytester.runpytest_subprocess(
+            *args, "--madengine-storage", storage, "--madengine-autosave", timeout=300
+        )
+        run_id = run_id_of(pytester.path)
+        wait_until(lambda: len(events.of_run(run_id, "destroy")) == 3, 60, "three containers gone")
+    result.assert_outcomes(passed=1)
+    created = events.of_run(run_id, "create")
+    died = events.of_run(run_id, "die")
+    assert len({e["id"] for e in created}) == 3  # a fresh container each time, one after another
+    assert all(d["timeNano"] <= c["timeNano"] for d, c in zip(died, created[1:], strict=False))
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert (row["status"], row["performance"]) == ("SUCCESS", "12")
+    (found,) = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert found["extra"]["repeats"] == "11,12,13"
+    logs = sorted(p.name for p in (pytester.path / "madengine_logs").glob("counting_*.log"))
+    assert [n.split(".gfx942")[1] for n in logs] == [".repeat2.run.log", ".repeat3.run.log", ".run.log"]
+    listed = cli(pytester.path, "--storage", storage, "show", run_id)
+    assert "12" in listed.stdout
+    (counter / "n").write_text("0")
+    failing = json.dumps({"docker_mounts": {"/counter": str(counter)}, "docker_env_vars": {"FAIL_AT": "2"}})
+    again = pytester.runpytest_subprocess(*ARGS, "--madengine-context", failing, "--madengine-repeat", "3", timeout=300)
+    again.assert_outcomes(failed=1)
+    assert read_perf(pytester.path / "perf.csv")[-1]["reason"] == "exit code 3"
+    assert (counter / "n").read_text().strip() == "2"  # the third run never started

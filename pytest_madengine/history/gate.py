@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from ..report.baseline import Gate, compare, lower_is_better
+from ..report.repeats import repeat_values
 from ..report.results import SUCCESS, Result
 from .noise import judge
 from .records import number
@@ -25,7 +26,8 @@ def history_gates(
         other = fallback[index] if index < len(fallback) else Gate()
         measured = number(result.performance) if result.status == SUCCESS else None
         lower = lower_is_better(result.metric, higher_is_better)
-        found = judge(measured, lookup(result.model), threshold, k, lower) if measured is not None else None
+        own = repeat_values(result.extra)
+        found = judge(measured, lookup(result.model), threshold, k, lower, own) if measured is not None else None
         if measured is None or found is None:
             gates.append(other)
             continue

@@ -42,15 +42,21 @@ def mad(values: Sequence[float]) -> float:
 
 
 def judge(
-    measured: float, history: Sequence[float], threshold_pct: float | None, k: float, lower_is_better: bool
+    measured: float,
+    history: Sequence[float],
+    threshold_pct: float | None,
+    k: float,
+    lower_is_better: bool,
+    repeats: Sequence[float] = (),
 ) -> NoiseJudgement | None:
-    """None without history. The allowed change is max(threshold % of the median, k x MAD). With
+    """None without history. The allowed change is max(threshold % of the median, k x MAD), the MAD
+    of the history or of this result's own repeats, whichever is larger. With
     fewer than MIN_HISTORY values the spread is unknown: the threshold alone judges, and without one
     nothing is a regression."""
     if not history:
         return None
     middle = statistics.median(history)
-    spread = mad(history) if len(history) > 1 else 0.0
+    spread = max(mad(history) if len(history) > 1 else 0.0, mad(repeats) if len(repeats) > 1 else 0.0)
     by_threshold = abs(middle) * threshold_pct / 100 if threshold_pct is not None else 0.0
     by_noise = k * spread
     if len(history) < MIN_HISTORY:

@@ -72,3 +72,20 @@ def test_too_little_history_leaves_the_judgement_to_the_threshold() -> None:
     short = judge(50.0, [100.0, 101.0], None, 3.0, lower_is_better=False)
     assert short is not None and not short.regression and "threshold only" in short.rule
     assert judge(50.0, [100.0, 101.0], 5.0, 3.0, lower_is_better=False).regression  # type: ignore[union-attr]
+
+
+def test_repeats_give_the_median_and_a_failed_run_the_verdict() -> None:
+    from pytest_madengine.report.repeats import combined, repeat_values
+    from pytest_madengine.report.results import Result
+    from pytest_madengine.report.verdict import Verdict
+
+    def run(value: str) -> Verdict:
+        return Verdict((Result("m", value, "x", "SUCCESS"), Result("m_2", "1", "y", "SUCCESS")), None)
+
+    merged = combined([run("10"), run("14"), run("11")])
+    assert [(r.performance, r.extra["repeats"]) for r in merged.results] == [("11", "10,14,11"), ("1", "1,1,1")]
+    assert repeat_values(merged.results[0].extra) == [10.0, 14.0, 11.0] and repeat_values({}) == []
+    failed = Verdict((Result("m", "", "", "FAILURE", "exit code 3"),), "exit code 3")
+    assert combined([run("10"), failed, run("12")]) is failed
+    own = judge(90.0, [100.0, 100.0, 100.0], None, 3.0, lower_is_better=False, repeats=[80.0, 90.0, 100.0])
+    assert own is not None and own.spread == 10.0 and not own.regression  # the repeats' own noise counts
