@@ -3,6 +3,7 @@ places them; the containers' own clocks and GPU ids, the engine's events and SLU
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -12,6 +13,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 from zoo import (
     EngineEvents,
@@ -106,6 +108,26 @@ def test_the_example_zoo_runs_on_the_cluster(pytester: pytest.Pytester, cluster:
     cases = ET.parse(pytester.path / "j.xml").getroot().iter("testcase")
     jobs = [{p.get("name"): p.get("value") for p in c.iter("property")} for c in cases if c.find("skipped") is None]
     assert len(jobs) == 4 and all(props.get("slurm_job") for props in jobs)
+
+
+def test_a_runner_removes_containers_of_jobs_slurm_no_longer_lists(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m", n_gpus=1)])
+    labels = {"pytest-madengine.slurm-job": "987654321", "pytest-madengine.test-stale": pytester.path.name}
+    stale = docker_client.containers.run(
+        "pytest-madengine/busybox:latest", ["sleep", "300"], detach=True, labels=labels
+    )
+    try:
+        result = pytester.runpytest_subprocess(*SLURM, timeout=300)
+        result.assert_outcomes(passed=1)
+        wait_until(
+            lambda: not docker_client.api.containers(all=True, filters={"id": stale.id}), 60, "the stale one gone"
+        )
+    finally:
+        with contextlib.suppress(docker.errors.NotFound):
+            stale.remove(force=True)
 
 
 def test_a_model_past_its_limit_times_out_and_leaves_nothing(
@@ -277,7 +299,7 @@ def interrupt_mid_run(pytester: pytest.Pytester, docker_client: docker.DockerCli
         wait_until(lambda: queued(current) == [], 60, f"no job of the run left ({how})")
         wait_until(lambda: labelled_containers(docker_client, current) == [], 60, f"no container left ({how})")
         rows = {r["model"]: r for r in read_perf(pytester.path / "perf.csv")}
-        assert rows["fast"]["status"] == "SUCCESS"  # a finished model's row is kept
+        assert rows["fast"]["status"] == "SUCCESS", rows["fast"]  # a finished model's row is kept
     finally:
         kill_session(session)
         if run_id:

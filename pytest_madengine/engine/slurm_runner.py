@@ -146,12 +146,16 @@ gpus=${{SLURM_STEP_GPUS:-${{SLURM_JOB_GPUS:-}}}}
 count=$(echo "$gpus" | awk -F, '{{print ($0 == "" ? 0 : NF)}}')
 echo "{FRAME}placed node=$node job=$job gpus=$gpus==="
 # Containers of jobs SLURM no longer lists (a job killed with SIGKILL could not remove its own), in the
-# background: housekeeping that the model need not wait for.
+# background: housekeeping that the model need not wait for. Only on SLURM's own word: a squeue that
+# fails (a busy controller) lists nothing, and must not make every running job's container stale. The
+# containers are listed before the jobs: a job that starts in between is then in the jobs' list.
 if command -v squeue >/dev/null 2>&1; then (
-  for stale in $(docker ps -aq --filter label={SLURM_JOB_LABEL} 2>/dev/null); do
-    owner=$(docker inspect -f '{{{{index .Config.Labels "{SLURM_JOB_LABEL}"}}}}' "$stale" 2>/dev/null)
-    [ -n "$owner" ] && [ -z "$(squeue -h -j "$owner" 2>/dev/null)" ] && docker rm -f "$stale" >/dev/null 2>&1
-  done ) >/dev/null 2>&1 &
+  found=$(docker ps -a --filter label={SLURM_JOB_LABEL} --format '{{{{.ID}}}} {{{{.Label "{SLURM_JOB_LABEL}"}}}}' 2>/dev/null)
+  [ -n "$found" ] || exit 0
+  listed=$(squeue -h -o %i 2>/dev/null) || exit 0
+  while read -r stale owner; do
+    [ -n "$owner" ] && ! grep -qx "$owner" <<<"$listed" && docker rm -f "$stale" >/dev/null 2>&1
+  done <<<"$found" ) >/dev/null 2>&1 &
 fi
 {rendezvous}
 {_RENDER_OF}
