@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .history.records import RunRecord, StorageError, StoredResult, number
+from .history.records import RunRecord, StorageError, StoredResult
 from .reporting import item_report
 from .runtime import Runtime
 
@@ -92,20 +92,8 @@ class HistoryWriter:
         if store is None or not self.rows:
             return
         product = self.runtime.pool.product_name()
-        stored = [
-            StoredResult(
-                run_id=self.runtime.run_id,
-                model=row.get("model", ""),
-                arch=row.get("gpu_architecture", ""),
-                performance=number(row.get("performance", "")),
-                metric=row.get("metric", ""),
-                status=row.get("status", ""),
-                row=row,
-                gpu_product=product,
-                image_digest=row.get("docker_sha", ""),
-            )
-            for row in self.rows
-        ]
+        run_id = self.runtime.run_id
+        stored = [StoredResult.from_row(run_id, row, product, row.get("docker_sha", "")) for row in self.rows]
         try:
             store.save(self.record(), stored)
         except StorageError as exc:

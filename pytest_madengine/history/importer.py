@@ -12,7 +12,7 @@ import hashlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from .records import RunRecord, StoredResult, number
+from .records import RunRecord, StoredResult
 
 
 def split_runs(rows: list[dict[str, str]]) -> list[list[dict[str, str]]]:
@@ -59,17 +59,5 @@ def imported_runs(path: Path) -> list[tuple[RunRecord, list[StoredResult]]]:
             host=first.get("machine_name", ""),
             source=f"import {path.name}",
         )
-        found.append((record, [_stored(run_id, row) for row in group]))
+        found.append((record, [StoredResult.from_row(run_id, row) for row in group]))
     return found
-
-
-def _stored(run_id: str, row: dict[str, str]) -> StoredResult:
-    return StoredResult(
-        run_id=run_id,
-        model=row.get("model", ""),
-        arch=row.get("gpu_architecture", ""),
-        performance=number(row.get("performance", "")),
-        metric=row.get("metric", ""),
-        status=row.get("status", ""),
-        row=row,
-    )

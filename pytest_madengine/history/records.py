@@ -56,3 +56,20 @@ class StoredResult:
     row: Mapping[str, Any] = field(default_factory=dict)
     gpu_product: str = ""
     image_digest: str = ""
+
+    @classmethod
+    def from_row(
+        cls, run_id: str, row: Mapping[str, str], gpu_product: str = "", image_digest: str = ""
+    ) -> StoredResult:
+        """A perf.csv row (ours or madengine's) as a stored result of `run_id`."""
+        return cls(
+            run_id=run_id,
+            model=row.get("model", ""),
+            arch=row.get("gpu_architecture", ""),
+            performance=number(row.get("performance", "")),
+            metric=row.get("metric", ""),
+            status=row.get("status", ""),
+            row=dict(row),
+            gpu_product=gpu_product,
+            image_digest=image_digest,
+        )

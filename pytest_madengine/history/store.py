@@ -3,8 +3,7 @@ a store is opened, read and written through SQLAlchemy Core."""
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -132,10 +131,6 @@ def _result(row: sa.RowMapping) -> StoredResult:
         gpu_product=row["gpu_product"],
         image_digest=row["image_digest"],
     )
-
-
-def medians(values: Iterable[float]) -> float:
-    return statistics.median(list(values))
 
 
 def _safe(url: str) -> str:
