@@ -20,7 +20,7 @@ from .options import addoption
 from .record import InvalidCard
 from .report.baseline import BaselineError
 from .report.perfcsv import PerfCsvError, check_writable
-from .reporting import ManifestWriter, PerfCsvWriter, ResultsCollector, conclude
+from .reporting import CrashedWorkerRows, ManifestWriter, PerfCsvWriter, ResultsCollector, conclude
 from .runtime import RUNTIME_KEY, Runtime, pool_of
 from .settings import Settings, read_settings
 from .zoo.tags import TagError, parse_selectors, select
@@ -106,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except PerfCsvError as exc:
             runtime.close()
             raise pytest.UsageError(str(exc)) from None
+        config.pluginmanager.register(CrashedWorkerRows(), "madengine-crashed-workers")
         config.pluginmanager.register(PerfCsvWriter(runtime.settings.perf_csv), "madengine-perf-csv")
         config.pluginmanager.register(
             ResultsCollector(config, runtime, int(config.getoption("verbose"))), "madengine-results"

@@ -66,12 +66,29 @@ def hook_result(found: ResultRow) -> dict[str, str]:
 
 
 def item_report(report: pytest.TestReport) -> ItemReport | None:
-    """The ItemReport a report carries; for a worker that crashed, one FAILURE row made from its node id."""
+    """The ItemReport a report carries (a crashed worker's item gets one from CrashedWorkerRows)."""
     data = getattr(report, ATTRIBUTE, None)
-    if data:
-        return ItemReport.from_json(data)
-    crashed = crashed_worker_rows(report)
-    return ItemReport(crashed) if crashed else None
+    return ItemReport.from_json(data) if data else None
+
+
+class CrashedWorkerRows:
+    """Registered on the process that writes reports, ahead of the writers: a crashed worker's item
+    gets one FAILURE row, unless its own rows came first (a worker killed in the item's teardown:
+    the model's row stands, and perf.csv keeps one row per run)."""
+
+    def __init__(self) -> None:
+        self.concluded: set[str] = set()
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        found = item_report(report)
+        if found is not None:
+            if found.rows:
+                self.concluded.add(report.nodeid)
+            return
+        crashed = () if report.nodeid in self.concluded else crashed_worker_rows(report)
+        if crashed:
+            setattr(report, ATTRIBUTE, ItemReport(crashed).to_json())
 
 
 def crashed_worker_rows(report: pytest.TestReport) -> tuple[ResultRow, ...]:
