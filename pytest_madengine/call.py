@@ -160,17 +160,11 @@ def _parser(item: pytest.Item, runtime: Runtime) -> Parser | None:
 
 def _history_gates(record: ItemRecord, runtime: Runtime, run: ModelRun, threshold: float | None) -> tuple[Gate, ...]:
     """The noise gate where the history holds results of the model (its own noise_k, else the session's)."""
-    settings, store, spec = runtime.settings.history, runtime.history(), record.spec
-    assert settings is not None and store is not None
-    product = runtime.pool.product_name()
+    settings, past, spec = runtime.settings.history, runtime.past_values(), record.spec
+    assert settings is not None
 
     def lookup(model: str) -> list[float]:
-        if settings.run:
-            found = store.run(settings.run)
-            stored = [r for r in found[1] if r.model == model and r.arch == record.arch] if found else []
-        else:
-            stored = store.history(model, record.arch, product, settings.last)
-        return [r.performance for r in stored if r.performance is not None and r.status == "SUCCESS"]
+        return past.of(model, record.arch)
 
     own_k = spec.extra.get("noise_k")
     k = float(own_k) if isinstance(own_k, (int, float)) and own_k > 0 else settings.k

@@ -31,6 +31,7 @@ from .engine.workspace import escaping_links
 from .gpus.allocator import GpuAllocator, Scheduling
 from .gpus.detect import Detection, detect_gpus
 from .gpus.pool import Pool, PoolError, make_pool
+from .history.records import PastValues
 from .report.baseline import Baseline, load_baseline
 from .report.manifest import BuildRecord, load_manifest
 from .settings import Settings
@@ -62,6 +63,7 @@ class Runtime:
     _image_configs: ImageConfigs = field(init=False)
     _executor: Executor | None = None
     _history: Store | None = None
+    _past: PastValues | None = None  # a worker receives it from the controller
     _builder: ImageBuilder | None = None
     _escaping_links: dict[Path, list[Path]] = field(default_factory=dict)
     _security_options: list[str] | None = None
@@ -90,6 +92,9 @@ class Runtime:
                 worker_count=int(workerinput.get("workercount", 1)),
                 session_pid=int(workerinput.get("madengine_session_pid", os.getpid())),
                 capacity=Capacity(json.loads(workerinput.get("madengine_capacity", "{}"))),
+                _past=PastValues.from_json(workerinput["madengine_history"])
+                if "madengine_history" in workerinput
+                else None,
             )
         detection = detection if detection is not None else detect_gpus(timeout=settings.probe_timeout)
         pool = pool_of(detection, settings)
@@ -120,13 +125,16 @@ class Runtime:
         return self.settings.archs or self.detection.archs or ("cpu",)
 
     def worker_input(self) -> dict[str, str]:
-        return {
+        handed = {
             "madengine_run_id": self.run_id,
             "madengine_shared_dir": str(self.shared_dir),
             "madengine_detection": json.dumps(self.detection.to_dict()),
             "madengine_session_pid": str(self.session_pid),
             "madengine_capacity": json.dumps(self.capacity.to_dict()),
         }
+        if self.settings.history is not None:
+            handed["madengine_history"] = self.past_values().to_json()
+        return handed
 
     def allocator(self) -> GpuAllocator:
         if self._allocator is None:
@@ -240,6 +248,14 @@ class Runtime:
 
             self._history = Store(self.settings.history.url)
         return self._history
+
+    def past_values(self) -> PastValues:
+        """What the noise gate compares with, read once (on the controller) for the whole session."""
+        if self._past is None:
+            store, settings = self.history(), self.settings.history
+            assert store is not None and settings is not None
+            self._past = store.past_values(self.pool.product_name(), settings.last, settings.run)
+        return self._past
 
     def baselines(self) -> dict[tuple[str, str], Baseline] | None:
         """The --madengine-baseline values, read once per process."""

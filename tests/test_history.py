@@ -67,6 +67,34 @@ def test_the_noise_gate_passes_a_noisy_model_a_fixed_gate_fails_and_a_true_drop_
     assert listed.stdout.count("import") == 0 and len(listed.stdout.splitlines()) == 1 + 21
 
 
+WORKER_MODULES = """
+import sys
+from pathlib import Path
+
+def pytest_sessionfinish(session):
+    worker = getattr(session.config, "workerinput", {}).get("workerid")
+    if worker:
+        found = sorted(m for m in sys.modules if m.split(".")[0] in ("sqlalchemy", "alembic"))
+        Path(f"modules-{worker}.txt").write_text(" ".join(found))
+"""
+
+
+def test_under_xdist_the_gate_reads_the_history_the_controller_hands_its_workers(
+    pytester: pytest.Pytester, zoo: Zoo
+) -> None:
+    zoo.script("noisy/run.sh", VALUE)
+    zoo.models([zoo.model("noisy"), zoo.model("other", script="scripts/noisy/run.sh")])
+    storage = ("--madengine-storage", f"sqlite:///{pytester.path / 'history.db'}", "--madengine-autosave")
+    for value in (100, 101, 99):
+        session(pytester, value, *storage).assert_outcomes(passed=2)
+    pytester.makeconftest(WORKER_MODULES)
+    drop = session(pytester, 80, *storage, "-n", "2")
+    drop.assert_outcomes(failed=2)
+    drop.stdout.fnmatch_lines(["*history [[]100, 101, 99[]]*median 100*measured 80*"])
+    modules = {p.name: p.read_text() for p in pytester.path.glob("modules-gw*.txt")}
+    assert modules == {"modules-gw0.txt": "", "modules-gw1.txt": ""}  # the workers never opened the database
+
+
 def check_trend_in_a_browser(page: Path, profile: Path, points: int) -> None:
     """The report's trend chart as Chromium renders it: the newest point highlighted among `points`,
     each earlier one naming its run on hover; no console error; nothing fetched from the network."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from pytest_madengine.history.records import RunRecord, StorageError, StoredResult
+from pytest_madengine.history.records import PastValues, RunRecord, StorageError, StoredResult
 from pytest_madengine.history.store import HEAD, Store
 
 
@@ -51,6 +51,29 @@ def test_runs_and_results_come_back_as_stored_and_history_is_oldest_first(url: s
     assert store.history("m2", "gfx942") == [] and store.run("nope") is None
     store.close()
     assert len(Store(url).runs()) == 3  # a second opening finds the schema at its revision
+
+
+def test_the_whole_sessions_past_values_in_one_query_match_each_models_history(url: str) -> None:
+    from dataclasses import replace
+    from datetime import datetime, timedelta, timezone
+
+    store = Store(url)
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    for index in range(7):  # runs saved out of time order: the window is by start time
+        run = f"run{(index * 3) % 7}"
+        on_mi300 = [replace(r, gpu_product="MI300X") for r in (result(run, "a", 100.0 + index), result(run, "b", None))]
+        elsewhere = replace(result(run, "a", 1.0 * index), gpu_product="other", arch="gfx90a")
+        failed = replace(result(run, "c", 5.0, "FAILURE"), gpu_product="MI300X")
+        store.save(RunRecord(run, started=start + timedelta(hours=(index * 3) % 7)), [*on_mi300, elsewhere, failed])
+    for product, last in (("MI300X", 5), ("MI300X", 0), (None, 3), ("other", 2)):
+        past = store.past_values(product, last)
+        for model, arch in (("a", "gfx942"), ("a", "gfx90a"), ("b", "gfx942"), ("c", "gfx942")):
+            expected = [r.performance for r in store.history(model, arch, product, last)]
+            assert past.of(model, arch) == expected, (product, last, model, arch)
+        assert PastValues.from_json(past.to_json()) == past
+    assert store.past_values("MI300X", 2).of("a", "gfx942") == [104.0, 102.0]  # the runs started last, oldest first
+    assert store.past_values(None, 0, run="run3").of("a", "gfx942") == [101.0]  # index 1 saved run3
+    assert store.past_values(None, 0, run="run3").of("c", "gfx942") == []  # FAILURE is not a value
 
 
 WRITER = """

@@ -3,7 +3,8 @@ session that keeps no history never imports them)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,3 +74,30 @@ class StoredResult:
             gpu_product=gpu_product,
             image_digest=image_digest,
         )
+
+
+@dataclass(frozen=True)
+class PastValues:
+    """What the noise gate reads: each model and arch's earlier values, oldest first. Read once per
+    session in one query, and handed to xdist workers as JSON: they never open the database."""
+
+    values: Mapping[tuple[str, str], tuple[float, ...]] = field(default_factory=dict)
+
+    def of(self, model: str, arch: str) -> list[float]:
+        return list(self.values.get((model, arch), ()))
+
+    def to_json(self) -> str:
+        return json.dumps([[model, arch, list(found)] for (model, arch), found in self.values.items()])
+
+    @classmethod
+    def from_json(cls, text: str) -> PastValues:
+        return cls({(str(m), str(a)): tuple(float(v) for v in found) for m, a, found in json.loads(text)})
+
+    @classmethod
+    def of_results(cls, stored: Sequence[StoredResult]) -> PastValues:
+        """SUCCESS results with a number, grouped by model and arch, in the order given."""
+        grouped: dict[tuple[str, str], list[float]] = {}
+        for r in stored:
+            if r.status == "SUCCESS" and r.performance is not None:
+                grouped.setdefault((r.model, r.arch), []).append(r.performance)
+        return cls({key: tuple(found) for key, found in grouped.items()})

@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from filelock import FileLock
 
-from .records import RunRecord, StorageError, StoredResult
+from .records import PastValues, RunRecord, StorageError, StoredResult
 from .schema import results, runs
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -114,6 +114,33 @@ class Store:
         with self.engine.connect() as connection:
             found = [_result(r._mapping) for r in connection.execute(query)]
         return found[::-1]
+
+    def past_values(self, gpu_product: str | None, last: int, run: str = "") -> PastValues:
+        """For the noise gate, in one query: the results of `run` when named, else each model and
+        arch's `last` newest SUCCESS results with a number (on `gpu_product`, when given)."""
+        if run:
+            found = self.run(run)
+            return PastValues.of_results(found[1] if found else [])
+        newest_first = (runs.c.started.desc(), runs.c.run_id.desc(), results.c.seq.desc())
+        rank = sa.func.row_number().over(partition_by=(results.c.model, results.c.arch), order_by=newest_first)
+        inner = (
+            sa.select(results.c.model, results.c.arch, results.c.performance, rank.label("rank"))
+            .join(runs, runs.c.run_id == results.c.run_id)
+            .where(results.c.status == "SUCCESS", results.c.performance.is_not(None))
+        )
+        if gpu_product is not None:
+            inner = inner.where(results.c.gpu_product == gpu_product)
+        ranked = inner.subquery()
+        query = sa.select(ranked.c.model, ranked.c.arch, ranked.c.performance).order_by(
+            ranked.c.model, ranked.c.arch, ranked.c.rank.desc()
+        )
+        if last:
+            query = query.where(ranked.c.rank <= last)
+        grouped: dict[tuple[str, str], list[float]] = {}
+        with self.engine.connect() as connection:
+            for model, arch, performance in connection.execute(query):
+                grouped.setdefault((model, arch), []).append(performance)
+        return PastValues({key: tuple(found) for key, found in grouped.items()})
 
     def close(self) -> None:
         self.engine.dispose()

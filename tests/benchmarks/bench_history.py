@@ -1,11 +1,14 @@
 """What storing results costs: one session of trivial models with --madengine-autosave (SQLite)
-against the same session without, interleaved over two rounds, in this process (1,000 models; MADENGINE_BENCH=short:
-50 models, one round).
-Printed as a ratio; only correctness is asserted (every result is in the history)."""
+against the same session without, interleaved over two rounds in this process, the second round in
+the other order (a machine that drifts slower then weighs on both sides alike). 1,000 models;
+MADENGINE_BENCH=short: 50 models, one round. Printed as the median ratio of wall time, and of the CPU
+time of the session's own processes (steadier on a noisy host); only correctness is asserted (every
+result is in the history)."""
 
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import time
 from pathlib import Path
@@ -28,32 +31,46 @@ def test_storing_results_against_not_storing(tmp_path: Path) -> None:
     warm = run_pytest(zoo.root, *ARGS, "-k", "m0000", "--madengine-perf-csv", str(tmp_path / "warm.csv"))
     assert warm.returncode == 0, warm.stdout
     url = f"sqlite:///{tmp_path / 'history.db'}"
-    ratios = []
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    plain = (*ARGS, "--madengine-perf-csv", str(tmp_path / "plain.csv"))
+    stored = (
+        *ARGS,
+        "--madengine-storage",
+        url,
+        "--madengine-autosave",
+        "--madengine-perf-csv",
+        str(tmp_path / "s.csv"),
+    )
     for index in range(ROUNDS):  # interleaved, so a slow moment of the machine hits both sides
-        plain_s = timed(zoo.root, *ARGS, "--madengine-perf-csv", str(tmp_path / "plain.csv"))
-        stored_s = timed(
-            zoo.root,
-            *ARGS,
-            "--madengine-storage",
-            url,
-            "--madengine-autosave",
-            "--madengine-perf-csv",
-            str(tmp_path / "s.csv"),
-        )
+        if index % 2:
+            stored_s, stored_cpu = timed(zoo.root, *stored)
+            plain_s, plain_cpu = timed(zoo.root, *plain)
+        else:
+            plain_s, plain_cpu = timed(zoo.root, *plain)
+            stored_s, stored_cpu = timed(zoo.root, *stored)
         ratios.append(stored_s / plain_s)
-        print(f"\nhistory round {index + 1}: without storage {plain_s:.2f} s, with autosave {stored_s:.2f} s")
+        cpu_ratios.append(stored_cpu / plain_cpu)
+        print(
+            f"\nhistory round {index + 1}: without storage {plain_s:.2f} s (CPU {plain_cpu:.2f} s), "
+            f"with autosave {stored_s:.2f} s (CPU {stored_cpu:.2f} s)"
+        )
     store = Store(url)
     runs = store.runs()
     assert len(runs) == ROUNDS and all(len((store.run(r.run_id) or (r, []))[1]) == MODELS for r in runs)
     print(
         f"\nhistory benchmark{' (short)' if SHORT else ''}: {MODELS} models, ratio with/without autosave "
-        f"{statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)}; target < 1.05)"
+        f"{statistics.median(ratios):.3f} (rounds: {', '.join(f'{r:.3f}' for r in ratios)}; target < 1.05); "
+        f"CPU time of the sessions' processes {statistics.median(cpu_ratios):.3f}"
     )
 
 
-def timed(root: Path, *args: str) -> float:
+def timed(root: Path, *args: str) -> tuple[float, float]:
+    """Wall seconds of one session, and the CPU seconds of its processes (pytest and its workers)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = run_pytest(root, *args)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert result.returncode == 0, result.stdout[-3000:]
-    return seconds
+    return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
