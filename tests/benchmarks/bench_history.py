@@ -1,9 +1,9 @@
 """What storing results costs: one session of trivial models with --madengine-autosave (SQLite)
 against the same session without, interleaved over two rounds in this process, the second round in
-the other order (a machine that drifts slower then weighs on both sides alike). 1,000 models;
-MADENGINE_BENCH=short: 50 models, one round. A warm-up session creates the history's schema first. Printed as the median ratio of wall time, and of the CPU
-time of the session's own processes (steadier on a noisy host); only correctness is asserted (every
-result is in the history)."""
+the other order (a machine that drifts slower then weighs on both sides alike). A warm-up session
+creates the history's schema first. 1,000 models; MADENGINE_BENCH=short: 50 models, one round.
+Printed as the median ratio of wall time, and of the CPU time of the sessions' own processes
+(steadier on a noisy host); only correctness is asserted (every result is in the history)."""
 
 from __future__ import annotations
 
