@@ -137,6 +137,21 @@ def test_a_runner_removes_containers_of_jobs_slurm_no_longer_lists(
             stale.remove(force=True)
 
 
+def test_a_container_the_node_cannot_create_fails_the_model_with_the_nodes_word(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m", n_gpus=1, additional_docker_run_options="--cpuset-cpus 97")])
+    result = pytester.runpytest_subprocess(*SLURM, timeout=300)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*cannot create a container of madengine/dummy*on node n[12]: docker:*Requested CPUs are not available*"]
+    )
+    (row,) = read_perf(pytester.path / "perf.csv")
+    assert (row["status"], row["reason"]) == ("FAILURE", "executor lost")
+    assert labelled_containers(docker_client, run_id_of(pytester.path)) == []
+
+
 def test_a_model_past_its_limit_times_out_and_leaves_nothing(
     pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], docker_client: docker.DockerClient
 ) -> None:

@@ -227,6 +227,8 @@ def _outcome(job: SlurmJob, deadline: Deadline) -> RunOutcome:
     for rank, node in sorted(nodes.items()):
         if node.ending.startswith("error") or not node.ending:
             why = node.ending[len("error") :].strip() or last or "no word from the node"
+            said = [line for line in "".join(node.log).splitlines() if line.startswith("docker:")][-1:]
+            why += f": {said[0]}" if said else ""  # the engine's own word on a container it refused
             where = f" (rank {rank} on {node.placement.get('node', '?')})" if job.labelled else ""
             raise ExecutorLost(f"SLURM job {job.job_id or '?'}{where}: {why}")
     first = nodes.get(0, NodeReport())

@@ -186,7 +186,7 @@ mkdir -p "$ws/myworkspace/run_directory" "$ws/myworkspace/scripts" && chmod -R a
 echo "{FRAME}started==="
 # Attached in the background: the output streams as it comes, the exit code is the model's, and bash's
 # `wait` gives way to scancel's TERM (the trap then removes the container).
-docker run --pull never --name "$name" {flags} "${{gpuflags[@]}}" "${{multi[@]}}" --label {SLURM_JOB_LABEL}="$job" \\
+docker run --rm --cidfile "$ws/cid" --pull never --name "$name" {flags} "${{gpuflags[@]}}" "${{multi[@]}}" --label {SLURM_JOB_LABEL}="$job" \\
   -v "$ws/myworkspace/run_directory:/myworkspace/run_directory" -v "$ws/myworkspace/scripts:/myworkspace/scripts" \\
   --env-file <(cat {env_heredoc}
 ) -e MAD_HOST_GPU_IDS="$gpus" -e MAD_RUNTIME_NGPUS="$count" {image} {command} 2>&1 &
@@ -199,15 +199,15 @@ if [ {limit} -gt 0 ]; then
   watcher=$!
 fi
 wait "$attached"; code=$?
-if [ "$code" = 125 ] && ! docker inspect "$name" >/dev/null 2>&1; then
+if [ "$code" = 125 ] && [ ! -s "$ws/cid" ]; then
   [ -n "$watcher" ] && kill "$watcher" 2>/dev/null
   echo "{FRAME}error cannot create a container of {image} on node $node==="; echo "{FRAME}done==="; clean; exit 3
 fi
 if [ -e "$ws/timeout" ]; then wait "$watcher"; echo "{FRAME}timeout==="
 else [ -n "$watcher" ] && kill "$watcher" 2>/dev/null; echo "{FRAME}exit $code==="; fi
 {fetch}
-# The worker has all it needs: it judges the result while the container and the workspace go.
+# The container went with its exit (--rm: docker run returns once it is removed); the worker has all
+# it needs and judges the result while the workspace goes.
 echo "{FRAME}done==="
-docker rm -f "$name" >/dev/null 2>&1
 clean
 """
