@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from .gpus.detect import runtime_version
 from .history.records import RunRecord, StorageError, StoredResult
 from .reporting import item_report
 from .runtime import Runtime
@@ -82,7 +83,7 @@ class HistoryWriter:
             host=socket.gethostname(),
             gpu_product=runtime.pool.product_name(),
             driver=detection.driver_version,
-            runtime_version=detection.hip_version,
+            runtime_version=runtime_version(detection, timeout=runtime.settings.probe_timeout),
             plugin_version=plugin,
             pytest_args=scrubbed_args(tuple(self.config.invocation_params.args)),
         )

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from zoo import wait_until
 
-from pytest_madengine.gpus.detect import Detection, Gpu, detect_gpus
+from pytest_madengine.gpus.detect import Detection, Gpu, detect_gpus, runtime_version
 
 FAKEHOSTS = Path(__file__).parent / "fakehosts"
 PROBE_MARK = "MADENGINE_TEST_PROBE"  # in the env of every probe a test runs, inherited by its children
@@ -155,6 +155,16 @@ def test_h100_2(hosts: FakeHosts) -> None:
     )
     assert detection.driver_version == "550.54.15"
     assert detection.header_line() == "madengine GPUs: 2 x NVIDIA sm_90 (NVIDIA H100 80GB HBM3)"
+
+
+def test_the_runtime_version_is_cuda_from_nvidia_smi_and_hip_from_detection(hosts: FakeHosts) -> None:
+    nvidia = hosts.host("h100_2")
+    assert runtime_version(detect_gpus(nvidia, timeout=10), nvidia, timeout=10) == "12.4"
+    amd = hosts.host("mi300x_8")
+    detected = detect_gpus(amd, timeout=10)
+    assert detected.hip_version and runtime_version(detected, amd, timeout=10) == detected.hip_version
+    none = hosts.host("none")
+    assert runtime_version(detect_gpus(none, timeout=10), none, timeout=10) == ""
 
 
 def test_h100_fake_list_agrees_with_the_query(hosts: FakeHosts) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from .amd import detect_amd
 from .model import AMD, NVIDIA, Detection, Gpu
-from .nvidia import detect_nvidia
+from .nvidia import cuda_version, detect_nvidia
 from .probe import Prober
 
-__all__ = ["AMD", "NVIDIA", "Detection", "Gpu", "detect_gpus"]
+__all__ = ["AMD", "NVIDIA", "Detection", "Gpu", "detect_gpus", "runtime_version"]
 
 
 def detect_gpus(env: Mapping[str, str] | None = None, timeout: float = 5.0) -> Detection:
@@ -31,6 +31,14 @@ def detect_gpus(env: Mapping[str, str] | None = None, timeout: float = 5.0) -> D
     amd = detect_amd(prober)
     hip = hip_version(prober, amd.driver_version) if amd.gpus else ""
     return Detection(amd.gpus, tuple(prober.warnings), amd.driver_version, hip)
+
+
+def runtime_version(detection: Detection, env: Mapping[str, str] | None = None, timeout: float = 5.0) -> str:
+    """The GPU runtime's version a result was measured with: HIP's on AMD hosts (known from detection),
+    CUDA's on NVIDIA hosts (asked only here, when a run is stored: detection need not pay for it)."""
+    if detection.vendor != NVIDIA:
+        return detection.hip_version
+    return cuda_version(Prober(dict(os.environ if env is None else env), timeout))
 
 
 def hip_version(prober: Prober, rocm_version: str, info: Path = Path("/opt/rocm/.info/version")) -> str:

@@ -7,7 +7,7 @@ import re
 from .model import NVIDIA, Found, Gpu
 from .probe import Prober, known
 
-__all__ = ["detect_nvidia", "parse_nvidia_csv"]
+__all__ = ["cuda_version", "detect_nvidia", "parse_nvidia_csv"]
 
 
 _NVIDIA_QUERY = "index,name,uuid,compute_cap,driver_version"
@@ -33,6 +33,16 @@ def detect_nvidia(prober: Prober) -> Found | None:
     if found is None:
         prober.warn_unparseable("nvidia-smi", args, result.stdout)
     return found
+
+
+def cuda_version(prober: Prober) -> str:
+    """The CUDA version the driver supports, from the header of plain `nvidia-smi` (no query field
+    gives it); "" when the tool is missing or does not say."""
+    if not prober.present("nvidia-smi"):
+        return ""
+    result = prober.run("nvidia-smi", [])
+    match = re.search(r"CUDA Version:\s*(\d+\.\d+)", result.stdout) if result.ok else None
+    return match.group(1) if match else ""
 
 
 def parse_nvidia_csv(text: str, with_cc: bool) -> Found | None:
