@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from .gpus.pool import Pool, PoolError, make_pool
 from .history.records import PastValues
 from .report.baseline import Baseline, load_baseline
 from .report.manifest import BuildRecord, load_manifest
+from .scratch import make_shared_dir, remove_abandoned
 from .settings import Settings
 from .zoo.data import load_table
 from .zoo.tools import SHIPPED, Tool, load_catalog, select_tools
@@ -99,7 +99,8 @@ class Runtime:
         detection = detection if detection is not None else detect_gpus(timeout=settings.probe_timeout)
         pool = pool_of(detection, settings)
         run_id = uuid.uuid4().hex[:12]
-        shared = Path(tempfile.mkdtemp(prefix=f"pytest-madengine-{run_id}-"))
+        remove_abandoned()  # what sessions killed with SIGKILL left
+        shared = make_shared_dir(run_id)
         capacity = Capacity()
         if settings.slurm is not None:
             try:

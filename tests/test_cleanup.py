@@ -489,3 +489,27 @@ def test_daemon_dying_mid_run_fails_running_items_and_ends_the_session(
     assert "Traceback" not in out
     (row,) = read_perf(pytester.path / "perf.csv")
     assert (row["status"], row["reason"]) == ("FAILURE", "docker connection lost")
+
+
+def test_a_killed_sessions_shared_directory_goes_with_the_next_session(
+    pytester: pytest.Pytester, slow_zoo: Zoo, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow_zoo.models([slow_zoo.model("slow")])
+    scratch = pytester.path / "scratch"  # the sessions' temp dir: only theirs is in it
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    session = _start(pytester)
+    run_id = ""
+    try:
+        run_id = run_id_of(pytester.path)
+        wait_until(lambda: labelled_containers(docker_client, run_id) != [], 120, "the model running")
+        os.killpg(session.pid, signal.SIGKILL)  # no teardown, no unconfigure: nothing of ours cleans up
+        session.wait(timeout=60)
+    finally:
+        kill_session(session)
+        if run_id:
+            remove_run(docker_client, run_id)
+    (left,) = scratch.glob(f"pytest-madengine-{run_id}-*")
+    run(pytester, "-k", "nothing")
+    assert not left.exists()
+    assert list(scratch.glob("pytest-madengine-*")) == []  # the new session's own went at its end
