@@ -102,11 +102,12 @@ class HistoryWriter:
 
 
 def register(config: pytest.Config, runtime: Runtime) -> None:
-    """Open (and migrate) the history now, so a bad URL is a usage error; store the session at its end."""
+    """Open (and migrate) the history and read what the gate compares with now, so a bad URL or an
+    unreadable database is a usage error; store the session at its end."""
     if runtime.settings.history is None:
         return
     try:
-        runtime.history()
+        runtime.past_values()
     except StorageError as exc:
         raise pytest.UsageError(f"--madengine-storage: {exc}") from None
     if runtime.settings.history.autosave:

@@ -67,6 +67,25 @@ def test_the_noise_gate_passes_a_noisy_model_a_fixed_gate_fails_and_a_true_drop_
     assert listed.stdout.count("import") == 0 and len(listed.stdout.splitlines()) == 1 + 21
 
 
+def test_a_history_that_cannot_be_read_is_a_usage_error_without_a_traceback(
+    pytester: pytest.Pytester, zoo: Zoo
+) -> None:
+    import sqlite3
+
+    from pytest_madengine.history.store import Store
+
+    zoo.script("noisy/run.sh", VALUE)
+    zoo.models([zoo.model("noisy")])
+    path = pytester.path / "history.db"
+    Store(f"sqlite:///{path}").close()  # the schema at its newest revision ...
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE results")  # ... but a table gone
+    result = session(pytester, 100, "--madengine-storage", f"sqlite:///{path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--madengine-storage: history storage sqlite:///*reading the history:*results*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
 WORKER_MODULES = """
 import sys
 from pathlib import Path

@@ -3,7 +3,8 @@ a store is opened, read and written through SQLAlchemy Core."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -60,9 +61,17 @@ class Store:
         except sa.exc.SQLAlchemyError:
             return ""
 
+    @contextlib.contextmanager
+    def _speaking(self, what: str) -> Iterator[None]:
+        """A database error as a StorageError naming the store (without its password) and the step."""
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            raise StorageError(f"history storage {_safe(self.url)}: {what}: {exc}") from None
+
     def save(self, run: RunRecord, stored: Sequence[StoredResult]) -> None:
         """One run and its results, in one transaction (a crash stores all of it or nothing)."""
-        with self.engine.begin() as connection:
+        with self._speaking(f"storing run {run.run_id}"), self.engine.begin() as connection:
             connection.execute(runs.insert().values(**run.__dict__))
             if stored:
                 connection.execute(
@@ -119,7 +128,8 @@ class Store:
         """For the noise gate, in one query: the results of `run` when named, else each model and
         arch's `last` newest SUCCESS results with a number (on `gpu_product`, when given)."""
         if run:
-            found = self.run(run)
+            with self._speaking(f"reading run {run}"):
+                found = self.run(run)
             return PastValues.of_results(found[1] if found else [])
         newest_first = (runs.c.started.desc(), runs.c.run_id.desc(), results.c.seq.desc())
         rank = sa.func.row_number().over(partition_by=(results.c.model, results.c.arch), order_by=newest_first)
@@ -137,7 +147,7 @@ class Store:
         if last:
             query = query.where(ranked.c.rank <= last)
         grouped: dict[tuple[str, str], list[float]] = {}
-        with self.engine.connect() as connection:
+        with self._speaking("reading the history"), self.engine.connect() as connection:
             for model, arch, performance in connection.execute(query):
                 grouped.setdefault((model, arch), []).append(performance)
         return PastValues({key: tuple(found) for key, found in grouped.items()})
