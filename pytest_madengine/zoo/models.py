@@ -193,9 +193,10 @@ class Origin:
     scope: str = ""
 
 
-def parse_entry(entry: object, origin: Origin, index: int, lineno: int, existing: set[str] | None = None) -> ModelSpec:
-    """Validate one entry; raise ModelsFileError naming file, model and field. `existing`: the
-    `scripts` values already found to exist, so models sharing a script stat it once."""
+def parse_entry(entry: object, origin: Origin, index: int, lineno: int, checked: set[str] | None = None) -> ModelSpec:
+    """Validate one entry; raise ModelsFileError naming file, model and field. `checked`: the paths
+    of earlier entries of the file already found inside the zoo (and scripts to exist), so models
+    sharing a Dockerfile or a script resolve it once."""
     source, root, scope = origin.source, origin.root, origin.scope
     if not isinstance(entry, dict):
         raise ModelsFileError(f"{source}: entry #{index} must be a JSON object, got {type(entry).__name__}")
@@ -206,9 +207,12 @@ def parse_entry(entry: object, origin: Origin, index: int, lineno: int, existing
     if scope:
         name = f"{scope}/{name}"
     dockerfile = _rebase(scope, _str_field(entry, "dockerfile", where, required=True).strip())
-    inside_root(root, dockerfile, where, "dockerfile")
+    if checked is None or f"dockerfile:{dockerfile}" not in checked:
+        inside_root(root, dockerfile, where, "dockerfile")
+        if checked is not None:
+            checked.add(f"dockerfile:{dockerfile}")
     scripts = _rebase(scope, _str_field(entry, "scripts", where, required=True).strip())
-    _check_script(root, scripts, where, existing)
+    _check_script(root, scripts, where, checked)
     args = _args_field(entry, where)
     tags = _tags_field(entry, where)
     n_gpus = _int_field(entry.get("n_gpus", -1), where, "n_gpus")
@@ -246,14 +250,14 @@ def inside_root(root: Path, value: str, where: str, fieldname: str) -> None:
         raise ModelsFileError(f"{where}: field '{fieldname}' {value!r} leads out of the zoo ({root})")
 
 
-def _check_script(root: Path, scripts: str, where: str, existing: set[str] | None) -> None:
-    if existing is None or scripts not in existing:
+def _check_script(root: Path, scripts: str, where: str, checked: set[str] | None) -> None:
+    if checked is None or f"scripts:{scripts}" not in checked:
         inside_root(root, scripts, where, "scripts")
         script_path = root / scripts
         if not script_path.exists():
             raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
-        if existing is not None:
-            existing.add(scripts)
+        if checked is not None:
+            checked.add(f"scripts:{scripts}")
 
 
 def _args_field(entry: Mapping[str, Any], where: str) -> str:
@@ -331,10 +335,10 @@ def load_models(path: Path) -> LoadedModels:
     specs: list[ModelSpec] = []
     errors: list[tuple[str, int, str]] = []
     seen: dict[str, int] = {}
-    existing: set[str] = set()
+    checked: set[str] = set()
     for index, entry in enumerate(data):
         try:
-            spec = parse_entry(entry, Origin(path, root, scope), index, lines[index], existing)
+            spec = parse_entry(entry, Origin(path, root, scope), index, lines[index], checked)
         except ModelsFileError as exc:
             raw = entry.get("name") if isinstance(entry, dict) else None
             label = f"{scope}/{raw}" if scope and isinstance(raw, str) else raw
