@@ -4,7 +4,7 @@ session that keeps no history never imports them)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -94,10 +94,16 @@ class PastValues:
         return cls({(str(m), str(a)): tuple(float(v) for v in found) for m, a, found in json.loads(text)})
 
     @classmethod
+    def grouped(cls, values: Iterable[tuple[str, str, float]]) -> PastValues:
+        """(model, arch, value) triples, grouped by model and arch in the order given."""
+        found: dict[tuple[str, str], list[float]] = {}
+        for model, arch, value in values:
+            found.setdefault((model, arch), []).append(value)
+        return cls({key: tuple(group) for key, group in found.items()})
+
+    @classmethod
     def of_results(cls, stored: Sequence[StoredResult]) -> PastValues:
-        """SUCCESS results with a number, grouped by model and arch, in the order given."""
-        grouped: dict[tuple[str, str], list[float]] = {}
-        for r in stored:
-            if r.status == "SUCCESS" and r.performance is not None:
-                grouped.setdefault((r.model, r.arch), []).append(r.performance)
-        return cls({key: tuple(found) for key, found in grouped.items()})
+        """SUCCESS results with a number, in the order given."""
+        return cls.grouped(
+            (r.model, r.arch, r.performance) for r in stored if r.status == "SUCCESS" and r.performance is not None
+        )

@@ -146,11 +146,8 @@ class Store:
         )
         if last:
             query = query.where(ranked.c.rank <= last)
-        grouped: dict[tuple[str, str], list[float]] = {}
         with self._speaking("reading the history"), self.engine.connect() as connection:
-            for model, arch, performance in connection.execute(query):
-                grouped.setdefault((model, arch), []).append(performance)
-        return PastValues({key: tuple(found) for key, found in grouped.items()})
+            return PastValues.grouped((model, arch, value) for model, arch, value in connection.execute(query))
 
     def close(self) -> None:
         self.engine.dispose()

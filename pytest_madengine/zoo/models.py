@@ -207,12 +207,9 @@ def parse_entry(entry: object, origin: Origin, index: int, lineno: int, checked:
     if scope:
         name = f"{scope}/{name}"
     dockerfile = _rebase(scope, _str_field(entry, "dockerfile", where, required=True).strip())
-    if checked is None or f"dockerfile:{dockerfile}" not in checked:
-        inside_root(root, dockerfile, where, "dockerfile")
-        if checked is not None:
-            checked.add(f"dockerfile:{dockerfile}")
+    _check_path(root, dockerfile, where, "dockerfile", checked)
     scripts = _rebase(scope, _str_field(entry, "scripts", where, required=True).strip())
-    _check_script(root, scripts, where, checked)
+    _check_path(root, scripts, where, "scripts", checked, must_exist=True)
     args = _args_field(entry, where)
     tags = _tags_field(entry, where)
     n_gpus = _int_field(entry.get("n_gpus", -1), where, "n_gpus")
@@ -250,14 +247,18 @@ def inside_root(root: Path, value: str, where: str, fieldname: str) -> None:
         raise ModelsFileError(f"{where}: field '{fieldname}' {value!r} leads out of the zoo ({root})")
 
 
-def _check_script(root: Path, scripts: str, where: str, checked: set[str] | None) -> None:
-    if checked is None or f"scripts:{scripts}" not in checked:
-        inside_root(root, scripts, where, "scripts")
-        script_path = root / scripts
-        if not script_path.exists():
-            raise ModelsFileError(f"{where}: field 'scripts' points to {script_path}, which does not exist")
-        if checked is not None:
-            checked.add(f"scripts:{scripts}")
+def _check_path(
+    root: Path, value: str, where: str, fieldname: str, checked: set[str] | None, must_exist: bool = False
+) -> None:
+    """inside_root (and, for must_exist, the path's existence), once per distinct value of a file."""
+    key = f"{fieldname}:{value}"
+    if checked is not None and key in checked:
+        return
+    inside_root(root, value, where, fieldname)
+    if must_exist and not (root / value).exists():
+        raise ModelsFileError(f"{where}: field '{fieldname}' points to {root / value}, which does not exist")
+    if checked is not None:
+        checked.add(key)
 
 
 def _args_field(entry: Mapping[str, Any], where: str) -> str:
