@@ -6,6 +6,7 @@ import contextlib
 import csv
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -229,6 +230,16 @@ def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """pytest in a subprocess, quietly and without the cache: how the benchmarks time whole sessions."""
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def timed_pytest(cwd: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """run_pytest, with its wall seconds and the CPU seconds of its processes (pytest, its workers)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    result = run_pytest(cwd, *args)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return result, wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
 
 
 def engine_socket() -> str:

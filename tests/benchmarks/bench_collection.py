@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from zoo import Zoo, run_pytest
+from zoo import Zoo, timed_pytest
 
 SHORT = os.environ.get("MADENGINE_BENCH") == "short"
 MODELS = 1_000 if SHORT else 10_000
@@ -42,14 +39,9 @@ def collected(result: subprocess.CompletedProcess[str]) -> int:
     return int(match.group(1)) if match else -1
 
 
-def timed(run: Callable[[], subprocess.CompletedProcess[str]]) -> tuple[float, float]:
+def timed(cwd: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the subprocess) of one run, checked for its item count."""
-    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = run()
-    elapsed = time.perf_counter() - started
-    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    result, elapsed, cpu = timed_pytest(cwd, *ARGS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert collected(result) == ITEMS, result.stdout[-3000:]
     return elapsed, cpu
@@ -67,8 +59,8 @@ def test_models_collection_against_parametrized(tmp_path: Path) -> None:
     models_times: list[tuple[float, float]] = []
     plain_times: list[tuple[float, float]] = []
     for _ in range(REPEATS):  # alternated, so drifting load hits both sides alike
-        models_times.append(timed(lambda: run_pytest(zoo.root, *ARGS)))
-        plain_times.append(timed(lambda: run_pytest(plain, *ARGS)))
+        models_times.append(timed(zoo.root))
+        plain_times.append(timed(plain))
 
     models_wall, plain_wall = min(t[0] for t in models_times), min(t[0] for t in plain_times)
     models_cpu, plain_cpu = min(t[1] for t in models_times), min(t[1] for t in plain_times)

@@ -10,12 +10,11 @@ history)."""
 from __future__ import annotations
 
 import os
-import resource
 import statistics
 import time
 from pathlib import Path
 
-from zoo import Zoo, run_pytest
+from zoo import Zoo, run_pytest, timed_pytest
 
 from pytest_madengine.history.store import Store
 
@@ -34,34 +33,19 @@ def test_storing_results_against_not_storing(tmp_path: Path) -> None:
     # A whole unmeasured session first: the image built, the history's schema created (Alembic, once
     # per database), and every measured session then follows one of the same size (a session runs
     # measurably slower after another: the engine is still clearing the last one's containers).
-    warm = run_pytest(
-        zoo.root,
-        *ARGS,
-        "--madengine-storage",
-        url,
-        "--madengine-autosave",
-        "--madengine-perf-csv",
-        str(tmp_path / "warm.csv"),
-    )
+    storage = ("--madengine-storage", url, "--madengine-autosave")
+    warm = run_pytest(zoo.root, *ARGS, *storage, "--madengine-perf-csv", str(tmp_path / "warm.csv"))
     assert warm.returncode == 0, warm.stdout
+    sides = {
+        "plain": (*ARGS, "--madengine-perf-csv", str(tmp_path / "plain.csv")),
+        "stored": (*ARGS, *storage, "--madengine-perf-csv", str(tmp_path / "s.csv")),
+    }
     ratios: list[float] = []
     cpu_ratios: list[float] = []
-    plain = (*ARGS, "--madengine-perf-csv", str(tmp_path / "plain.csv"))
-    stored = (
-        *ARGS,
-        "--madengine-storage",
-        url,
-        "--madengine-autosave",
-        "--madengine-perf-csv",
-        str(tmp_path / "s.csv"),
-    )
     for index in range(ROUNDS):  # interleaved, so a slow moment of the machine hits both sides
-        if index % 2:
-            stored_s, stored_cpu = timed(zoo.root, *stored)
-            plain_s, plain_cpu = timed(zoo.root, *plain)
-        else:
-            plain_s, plain_cpu = timed(zoo.root, *plain)
-            stored_s, stored_cpu = timed(zoo.root, *stored)
+        order = ("stored", "plain") if index % 2 else ("plain", "stored")
+        measured = {side: timed(zoo.root, *sides[side]) for side in order}
+        (plain_s, plain_cpu), (stored_s, stored_cpu) = measured["plain"], measured["stored"]
         ratios.append(stored_s / plain_s)
         cpu_ratios.append(stored_cpu / plain_cpu)
         print(
@@ -109,10 +93,6 @@ def settle_engine(limit_s: float = 120) -> None:
 def timed(root: Path, *args: str) -> tuple[float, float]:
     """Wall seconds of one session, and the CPU seconds of its processes (pytest and its workers)."""
     settle_engine()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    result = run_pytest(root, *args)
-    seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result, wall, cpu = timed_pytest(root, *args)
     assert result.returncode == 0, result.stdout[-3000:]
-    return seconds, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, cpu
