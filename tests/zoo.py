@@ -7,6 +7,7 @@ import csv
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -323,3 +324,33 @@ class EngineRelay:
                 with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
                     conn.close()
+
+
+def git_image(zoo: Zoo) -> None:
+    """docker/withgit: the base image plus this host's git (its binary and shared libraries), for url cards."""
+    git = Path(shutil.which("git") or "git").resolve()
+    bits = zoo.root / "docker" / "gitbits"
+    (bits / "libs").mkdir(parents=True)
+    shutil.copy2(git, bits / "git")
+    lines = ["FROM pytest-madengine/busybox:latest", "COPY gitbits/git /usr/bin/git"]
+    for line in subprocess.run(["ldd", str(git)], capture_output=True, text=True, check=True).stdout.splitlines():
+        path = line.split("=>")[-1].split("(")[0].strip()
+        if path.startswith("/"):
+            shutil.copy2(path, bits / "libs" / Path(path).name)
+            lines.append(f"COPY gitbits/libs/{Path(path).name} {path}")
+    lines.append("RUN ln -s git /usr/bin/git-upload-pack")
+    zoo.dockerfile("withgit", body="\n".join(lines) + "\n")
+
+
+def bare_repo(where: Path) -> str:
+    """where/model.git, a bare repository holding one commit with train.py; its commit id."""
+    work = where / "work"
+    work.mkdir(parents=True)
+    (work / "train.py").write_text("print('from the repo')\n")
+    names = ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL")
+    env = {**os.environ, **dict.fromkeys(names, "t")}
+    for command in (["init", "-q"], ["add", "train.py"], ["commit", "-qm", "model"]):
+        subprocess.run(["git", "-C", str(work), *command], check=True, env=env)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(where / "model.git")], check=True)
+    head = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    return head.stdout.strip()

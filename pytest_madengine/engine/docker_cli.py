@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MadengineError
+from .run_options import volume_list
 
 _SCALARS = {
     "network_mode": "--network",
@@ -59,9 +60,9 @@ def cli_flags(options: Mapping[str, Any]) -> list[str]:
             flags += [_SWITCHES[key]] if value else []
         elif key == "nano_cpus":
             flags += ["--cpus", f"{int(value) / 1e9:g}"]
-        elif key == "volumes":
-            for host, spec in value.items():
-                flags += ["--volume", f"{host}:{spec['bind']}:{spec.get('mode', 'rw')}"]
+        elif key == "volumes":  # the list form, or the dict a container_options hook may give
+            for volume in volume_list(value):
+                flags += ["--volume", volume]
         elif key == "ulimits":
             for limit in value:
                 flags += ["--ulimit", f"{limit['Name']}={limit['Soft']}:{limit['Hard']}"]
@@ -69,8 +70,9 @@ def cli_flags(options: Mapping[str, Any]) -> list[str]:
             for path, opts in value.items():
                 flags += ["--tmpfs", f"{path}:{opts}" if opts else path]
         elif key == "extra_hosts":
-            for name, address in value.items():
-                flags += ["--add-host", f"{name}:{address}"]
+            hosts = [f"{n}:{a}" for n, a in value.items()] if isinstance(value, Mapping) else value
+            for host in hosts:
+                flags += ["--add-host", str(host)]
         elif key == "device_requests":
             flags += _device_requests(value)
         else:

@@ -41,8 +41,8 @@ from .workspace import (
 
 def docker_options(run: PreparedRun) -> dict[str, Any]:
     """Keyword arguments for `containers.create`: the run's own, then its run options on top (lists
-    such as devices add up, the environment merges, the card wins elsewhere), then the run's
-    `customize` (the container_options hook) adjusts them."""
+    such as devices add up, the environment merges, the card wins elsewhere but for the working
+    directory, as under madengine), then the run's `customize` (the container_options hook) adjusts them."""
     options: dict[str, Any] = {
         "image": run.image,
         "command": list(run.command),
@@ -51,8 +51,8 @@ def docker_options(run: PreparedRun) -> dict[str, Any]:
         "labels": dict(run.labels),
         "detach": True,
     }
-    if run.mounts:
-        options["volumes"] = {host: {"bind": inside, "mode": "rw"} for inside, host in run.mounts.items()}
+    if run.mounts:  # the SDK's list form: two mounts of one host path both stay
+        options["volumes"] = [f"{host}:{inside}:rw" for inside, host in run.mounts.items()]
     lease = run.gpus
     if lease.count and lease.vendor == "AMD":
         options["devices"] = ["/dev/kfd:/dev/kfd:rwm", *(f"{n}:{n}:rwm" for n in lease.render_nodes)]
@@ -60,6 +60,9 @@ def docker_options(run: PreparedRun) -> dict[str, Any]:
     elif lease.count and lease.vendor == "NVIDIA":
         options["device_requests"] = [DeviceRequest(device_ids=[str(i) for i in lease.ids], capabilities=[["gpu"]])]
     options = merge_options(options, run.run_options)
+    # madengine's own --workdir follows the card's options and every step cds into the run directory:
+    # a card's -w never moves the model (its command, `bash run.sh`, is relative to the run directory).
+    options["working_dir"] = RUN_DIR.as_posix()
     if run.customize is not None:
         run.customize(options)
     return options

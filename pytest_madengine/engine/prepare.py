@@ -14,12 +14,10 @@ from ..zoo.archs import vendor_of
 from ..zoo.context import RunContext
 from ..zoo.launcher import launcher_of, multi_node_form, multi_node_runner, nnodes_of
 from ..zoo.models import ModelSpec
-from ..zoo.tools import OUTPUT_DIR
 from .executor import PreparedRun, Workspace
 from .labels import HOST_LABEL, PID_LABEL, RUN_LABEL, SESSION_PID_LABEL, TEST_LABEL, WORKER_LABEL
 from .run_options import default_options, host_has_fuse, merge_options, parse_run_options
-from .steps import DRIVER_COMMAND, Extras, has_steps, script_command, step_files
-from .workspace import RUN_DIR
+from .steps import DRIVER_COMMAND, TOOL_OUTPUT, Extras, has_steps, script_command, step_files
 
 
 @dataclass(frozen=True)
@@ -160,9 +158,9 @@ def with_extras(run: PreparedRun, spec: ModelSpec, context: RunContext, extras: 
         environment.update(MAD_DATANAME=data.name, MAD_DATAHOME=data.home)
         if data.provider == "local":
             mode = "rw" if data.readwrite else "ro"
-            options["volumes"] = {**options.get("volumes", {}), data.path: {"bind": data.home, "mode": mode}}
+            options = merge_options(options, {"volumes": [f"{data.path}:{data.home}:{mode}"]})
     if extras.tools:
-        environment["MAD_TOOL_OUTPUT"] = f"{RUN_DIR}/{OUTPUT_DIR}"
+        environment["MAD_TOOL_OUTPUT"] = TOOL_OUTPUT
         for tool in extras.tools:
             environment.update(tool.env_vars)
         environment.update(context.docker_env_vars)  # the context's still win

@@ -12,12 +12,15 @@ from ..zoo.context import ContextError, RunContext, Step
 from ..zoo.data import CUSTOM_TIMEOUT_S, DataChoice
 from ..zoo.models import ModelSpec
 from ..zoo.tools import OUTPUT_DIR, Tool, ToolStep, wrap_command
+from .workspace import RUN_DIR
 
 DRIVER = "madengine_steps.sh"
 STEPS_DIR = "madengine_steps"
 DRIVER_COMMAND = ("sh", DRIVER)
 DATA_LINE = "madengine-data:"  # the driver's line with the data's size and preparation time
 GIT_LINE = "madengine-git:"  # the driver's line with the cloned commit
+# $MAD_TOOL_OUTPUT and where the tools' output is copied out from: absolute, as a url card runs in its clone
+TOOL_OUTPUT = f"{RUN_DIR}/{OUTPUT_DIR}"
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def step_files(spec: ModelSpec, context: RunContext, extras: Extras = Extras()) 
         return step_line(kind, step.path, step.args, f"tool {tool.name}'s {kind}_scripts")
 
     if extras.tools:
-        lines.append(f"mkdir -p {OUTPUT_DIR}")
+        lines.append(f"mkdir -p {shlex.quote(TOOL_OUTPUT)}")
     pre = [tool_line("pre", t, s) for t in reversed(extras.tools) for s in t.pre_scripts]
     pre += [context_line("pre", step) for step in context.pre_scripts]
     lines.extend(line + " || exit $?" for line in pre)

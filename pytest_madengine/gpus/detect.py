@@ -42,8 +42,9 @@ def runtime_version(detection: Detection, env: Mapping[str, str] | None = None, 
 
 
 def hip_version(prober: Prober, rocm_version: str, info: Path = Path("/opt/rocm/.info/version")) -> str:
-    """MAD_SYSTEM_HIP_VERSION, major.minor: `hipconfig --version`, else ROCm's version file, else the
-    ROCm version the SMI reported; "" when none says."""
+    """MAD_SYSTEM_HIP_VERSION, major.minor, from madengine's sources in its order: `hipconfig --version`,
+    ROCm's version file, rocminfo's `ROCm Version` line (rocminfo's answer from detection is reused);
+    then the ROCm version the SMI reported; "" when none says."""
     if prober.present("hipconfig"):
         result = prober.run("hipconfig", ["--version"])
         if result.ok and (found := major_minor(result.stdout)):
@@ -52,7 +53,16 @@ def hip_version(prober: Prober, rocm_version: str, info: Path = Path("/opt/rocm/
         found = major_minor(info.read_text(encoding="utf-8"))
     except OSError:
         found = ""
+    if not found and prober.present("rocminfo"):
+        result = prober.run("rocminfo", [])
+        found = _rocminfo_version(result.stdout) if result.ok else ""
     return found or major_minor(rocm_version)
+
+
+def _rocminfo_version(text: str) -> str:
+    """major.minor from the line madengine greps for (`rocminfo | grep -i 'ROCm Version'`)."""
+    match = re.search(r"ROCm Version\s*:?\s*(\d+\.\d+)", text, re.IGNORECASE)
+    return major_minor(match.group(1)) if match else ""
 
 
 def major_minor(text: str) -> str:

@@ -33,12 +33,15 @@ class ProbeRun:
 
 @dataclass
 class Prober:
-    """Runs vendor tools, remembering which ones hung so a wedged tool costs one timeout only."""
+    """Runs vendor tools, remembering which ones hung so a wedged tool costs one timeout only, and
+    what each asked command answered, so that a second reader (rocminfo: GPUs, then the ROCm
+    version) does not run it again."""
 
     env: dict[str, str]
     timeout: float
     warnings: list[str] = field(default_factory=list)
     _dead: set[str] = field(default_factory=set)
+    _answers: dict[tuple[str, ...], ProbeRun] = field(default_factory=dict)
 
     def which(self, tool: str) -> str | None:
         # An env without PATH finds nothing, rather than silently falling back to ours.
@@ -51,7 +54,10 @@ class Prober:
         exe = self.which(tool)
         if exe is None or tool in self._dead:
             return ProbeRun(ok=False, error="is not available")
-        result = run_bounded([exe, *args], self.env, self.timeout)
+        asked = (tool, *args)
+        if asked not in self._answers:
+            self._answers[asked] = run_bounded([exe, *args], self.env, self.timeout)
+        result = self._answers[asked]
         if result.timed_out:
             self._dead.add(tool)
         return result

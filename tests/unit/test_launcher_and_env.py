@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,32 @@ def test_host_ids_never_reach_the_container_and_the_context_wins() -> None:
     assert "HIP_VISIBLE_DEVICES" not in env and "CUDA_VISIBLE_DEVICES" not in env
     assert (env["NCCL_IB_DISABLE"], env["RANK"], env["MAD_SYSTEM_HIP_VERSION"]) == ("1", "7", "6.2")
     assert (env["ROCM_PATH"], env["MAD_MULTI_NODE_RUNNER"]) == ("/opt/rocm", "torchrun --standalone --nproc_per_node=2")
+
+
+ROCMINFO = """ROCk module version 6.10.5 is loaded
+=====================
+HSA System Attributes
+=====================
+Runtime Version:         1.14
+ROCm Version:            6.2.4
+"""
+
+
+def test_hip_version_from_rocminfo_after_the_version_file_before_the_smi(tmp_path: Path) -> None:
+    """madengine's third source, `rocminfo | grep -i 'ROCm Version'`; rocminfo's answer from detection
+    is reused, not asked again."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    asked = tmp_path / "asked"
+    rocminfo = tools / "rocminfo"
+    rocminfo.write_text(f"#!/bin/sh\necho x >> {asked}\nprintf '%s' {shlex.quote(ROCMINFO)}\n")  # no cat on PATH
+    rocminfo.chmod(0o755)
+    prober = Prober({"PATH": str(tools)}, 5.0)
+    assert prober.run("rocminfo", []).ok  # as GPU detection asks it
+    assert hip_version(prober, "6.1.2", tmp_path / "no-version-file") == "6.2"
+    assert asked.read_text() == "x\n"
+    info = tmp_path / "version"
+    info.write_text("6.3.0-39\n")
+    assert hip_version(prober, "6.1.2", info) == "6.3"  # the version file comes first
+    rocminfo.write_text("#!/bin/sh\necho 'Runtime Version: 1.14'\n")
+    assert hip_version(Prober({"PATH": str(tools)}, 5.0), "6.1.2", tmp_path / "none") == "6.1"  # the SMI's last

@@ -64,7 +64,7 @@ def test_docker_cli_flags_follow_the_sdk_arguments() -> None:
             "environment": {"SECRET": "x"},
             "network_mode": "host",
             "cap_add": ["SYS_ADMIN"],
-            "volumes": {"/data": {"bind": "/d", "mode": "ro"}},
+            "volumes": ["/data:/d:ro"],
             "ulimits": [Ulimit(name="nofile", soft=4, hard=8)],
             "device_requests": [DeviceRequest(device_ids=["0", "1"], capabilities=[["gpu"]])],
             "labels": {"pytest-madengine.run": "abc"},
