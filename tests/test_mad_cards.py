@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,8 +36,32 @@ echo "cpus: $(grep Cpus_allowed_list /proc/self/status | cut -f2)"
 echo "mount: $(grep ' /card_data ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
 echo "device: $(test -c /dev/card_null && echo yes || echo no)"
 cat /card_data/f.txt 2>/dev/null
-echo "performance: 1 probes"
 """
+
+# Checks a card makes inside its container: `want NAME ACTUAL EXPECTED` for each; the performance
+# line comes only when every one holds, so a model whose container is wrong fails by itself.
+CHECKS = """
+fail=0
+want() {
+  if [ "$2" = "$3" ]; then echo "check ok: $1"; else echo "check failed: $1 is [$2], wanted [$3]"; fail=1; fi
+}
+"""
+IPC_IS_HOST = '$([ "$(readlink /proc/self/ns/ipc)" = {host} ] && echo host || echo private)'
+NET_IS_HOST = '$([ "$(readlink /proc/self/ns/net)" = {host} ] && echo host || echo private)'
+CAP = "$(( 0x$(grep CapEff /proc/self/status | cut -f2) >> {bit} & 1 ))"
+
+
+def checking(body: str, wants: dict[str, tuple[str, str]], performance: str = "1 checks") -> str:
+    """`body`, then a check of each `name: (shell expression, expected text)` inside the container,
+    then the performance line only when all of them held."""
+    lines = [body.rstrip("\n"), CHECKS]
+    lines += [f'want {name} "{actual}" {shlex.quote(expected)}' for name, (actual, expected) in wants.items()]
+    lines.append(f'[ "$fail" = 0 ] && echo "performance: {performance}"')
+    return "\n".join(lines) + "\n"
+
+
+def host_namespace(kind: str) -> str:
+    return shlex.quote(os.readlink(f"/proc/self/ns/{kind}"))
 
 
 def seen(lines: list[str], model: str) -> dict[str, str]:
@@ -64,15 +89,45 @@ def test_a_card_gets_madengines_defaults_and_its_own_run_options(
 ) -> None:
     (pytester.path / "data").mkdir()
     (pytester.path / "data" / "f.txt").write_text("card-data\n")
-    zoo.script("card/run.sh", PROBE)
-    zoo.script("plain/run.sh", PROBE)
+    ipc, net = IPC_IS_HOST.format(host=host_namespace("ipc")), NET_IS_HOST.format(host=host_namespace("net"))
+    common = {
+        "net": (net, "host"),
+        "ptrace": (CAP.format(bit=SYS_PTRACE), "1"),
+        "admin": (CAP.format(bit=SYS_ADMIN), "1"),
+        "uid": ("$(id -u)", "0"),
+        "cwd": ("$(pwd)", "/myworkspace/run_directory"),
+        "guest": ("$MAD_GUEST_OS", "UBUNTU"),
+        "rocm": ("$ROCM_PATH", "/opt/rocm"),
+        "host-ids": ("${HIP_VISIBLE_DEVICES-unset} ${CUDA_VISIBLE_DEVICES-unset}", "unset unset"),
+        "passed": ("$NCCL_DEBUG $MASTER_PORT", "INFO 29511"),
+        "cpus": ("$(grep Cpus_allowed_list /proc/self/status | cut -f2)", "0"),
+    }
+    card_wants = {
+        **common,
+        "ipc": (ipc, "private"),  # the card sizes its own /dev/shm
+        "shm": ("$(df -k /dev/shm | tail -1 | awk '{print $2}')", str(1024 * 1024)),
+        "nofile": ("$(ulimit -n)", "4096"),
+        "env": ("$CARD_ENV", "from-card"),
+        "runner": ("$MAD_MULTI_NODE_RUNNER", "torchrun --standalone --nproc_per_node=2"),
+        "mount": ("$(grep ' /card_data ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)", "ro"),
+        "data": ("$(cat /card_data/f.txt)", "card-data"),
+        "device": ("$(test -c /dev/card_null && echo yes)", "yes"),
+    }
+    plain_wants = {
+        **common,
+        "ipc": (ipc, "host"),
+        "runner": ("$MAD_MULTI_NODE_RUNNER", "torchrun --standalone --nproc_per_node=1"),
+        "device": ("$(test -c /dev/card_null && echo yes)", ""),
+    }
+    zoo.script("card/run.sh", checking(PROBE, card_wants))
+    zoo.script("plain/run.sh", checking(PROBE, plain_wants))
     options = (
         f"--shm-size=1g -e CARD_ENV=from-card --device /dev/null:/dev/card_null --ulimit nofile=4096:4096 "
         f"-v {pytester.path / 'data'}:/card_data:ro --rm"
     )
     zoo.models(
         [
-            zoo.model("card", n_gpus=2, additional_docker_run_options=options),
+            zoo.model("card", n_gpus=2, additional_docker_run_options=options, distributed={"launcher": "torchrun"}),
             zoo.model("plain", n_gpus=1),
         ]
     )
@@ -112,7 +167,13 @@ def test_a_card_gets_madengines_defaults_and_its_own_run_options(
 
 
 def test_strict_isolation_gives_dockers_defaults_and_a_big_shm(pytester: pytest.Pytester, zoo: Zoo) -> None:
-    zoo.script("m/run.sh", PROBE)
+    strict = {
+        "ipc": (IPC_IS_HOST.format(host=host_namespace("ipc")), "private"),
+        "net": (NET_IS_HOST.format(host=host_namespace("net")), "private"),
+        "admin": (CAP.format(bit=SYS_ADMIN), "0"),
+        "shm": ("$(df -k /dev/shm | tail -1 | awk '{print $2}')", str(8 * 1024 * 1024)),
+    }
+    zoo.script("m/run.sh", checking(PROBE, strict))
     zoo.models([zoo.model("m", n_gpus=1)])
     pytester.makeini("[pytest]\nmadengine_isolation = strict\n")
     result = pytester.runpytest_subprocess(*GPUS, "--madengine-perf-csv", "perf.csv", "-rA", timeout=300)
@@ -126,6 +187,8 @@ def test_strict_isolation_gives_dockers_defaults_and_a_big_shm(pytester: pytest.
         *GPUS, "--madengine-perf-csv", "perf.csv", "-rA", "--madengine-isolation", "madengine", timeout=300
     )
     assert seen(result.outlines, "m")["ipc"] == os.readlink("/proc/self/ns/ipc")
+    result.assert_outcomes(failed=1)  # the card's own checks caught the host IPC
+    result.stdout.fnmatch_lines(["check failed: ipc is [[]host[]], wanted [[]private[]]"])
 
 
 def test_an_unsupported_run_option_is_a_one_line_setup_error(pytester: pytest.Pytester, zoo: Zoo) -> None:
@@ -150,7 +213,7 @@ def test_a_field_nothing_reads_is_named_once(pytester: pytest.Pytester, zoo: Zoo
 
 
 LIVE = """#!/bin/bash
-for i in 1 2 3 4 5 6 7 8; do echo "tick $i"; sleep 0.5; done
+for i in 1 2 3 4 5 6; do echo "tick $i"; sleep 1; done
 echo "performance: 1 ticks"
 """
 
@@ -170,6 +233,7 @@ def test_live_output_reaches_the_terminal_and_the_log_while_the_model_runs(pytes
         wait_until(lambda: log.exists() and "tick 2" in log.read_text(), 60, "tick 2 in the log")
         assert "performance" not in log.read_text()
         wait_until(lambda: "tick 2" in (pytester.path / "out.txt").read_text(), 60, "tick 2 on the terminal")
+        assert "performance" not in (pytester.path / "out.txt").read_text()  # the model still runs
         assert process.poll() is None
     finally:
         try:
@@ -180,13 +244,12 @@ def test_live_output_reaches_the_terminal_and_the_log_while_the_model_runs(pytes
                 process.wait()
             out.close()
     assert process.returncode == 0
-    assert "tick 8" in log.read_text() and "performance: 1 ticks" in log.read_text()
+    assert "tick 6" in log.read_text() and "performance: 1 ticks" in log.read_text()
 
 
 DATA_PROBE = """#!/bin/bash
 echo "data: $MAD_DATANAME at $MAD_DATAHOME, mounted $(grep " $MAD_DATAHOME " /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
 cat "$MAD_DATAHOME"/*.txt
-echo "performance: 1 reads"
 """
 
 
@@ -194,8 +257,23 @@ def test_data_from_local_and_custom_providers(pytester: pytest.Pytester, zoo: Zo
     (pytester.path / "datasets").mkdir()
     (pytester.path / "datasets" / "local.txt").write_text("local-bytes\n")
     zoo.script("common/make_data.sh", '#!/bin/bash\nfor i in $(seq "$1"); do echo "made $i" > "made$i.txt"; done\n')
-    for name in ("loc", "gen", "hub1", "hub2"):
-        zoo.script(f"{name}/run.sh", DATA_PROBE)
+    mounted = "$(grep \" $MAD_DATAHOME \" /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+    wants = {
+        "loc": {
+            "name": ("$MAD_DATANAME", "ds_local"),
+            "home": ("$(pwd) $MAD_DATAHOME", "/myworkspace/run_directory /data_dlm_0"),
+            "mount": (mounted, "ro"),
+            "bytes": ('$(cat "$MAD_DATAHOME/local.txt")', "local-bytes"),
+        },
+        "gen": {
+            "name": ("$MAD_DATANAME", "ds_custom"),
+            "made": ('$(cat "$MAD_DATAHOME/made1.txt" "$MAD_DATAHOME/made2.txt")', "made 1\nmade 2"),
+        },
+        "hub1": {"name": ("$MAD_DATANAME", "ds_hub")},
+        "hub2": {"name": ("$MAD_DATANAME", "ds_hub")},
+    }
+    for name, checks in wants.items():
+        zoo.script(f"{name}/run.sh", checking(DATA_PROBE, checks, "1 reads"))
     (pytester.path / "data.json").write_text(
         json.dumps(
             {
@@ -258,10 +336,16 @@ def test_a_tool_wraps_the_model_and_its_output_comes_back(pytester: pytest.Pytes
     zoo.script("common/fakeprof_pre.sh", '#!/bin/bash\necho "fakeprof pre $FAKEPROF_MODE $*"\n')
     zoo.script(
         "common/fakeprof.sh",
-        '#!/bin/bash\necho "fakeprof wrapping: $*"\necho sample > "$MAD_TOOL_OUTPUT/profile.txt"\nexec "$@"\n',
+        '#!/bin/bash\necho "fakeprof wrapping: $*"\necho sample > "$MAD_TOOL_OUTPUT/profile.txt"\n'
+        'FAKEPROF_WRAPPED=yes exec "$@"\n',
     )
     zoo.script("common/fakeprof_post.sh", '#!/bin/bash\necho "fakeprof post: $(cat "$MAD_TOOL_OUTPUT/profile.txt")"\n')
-    zoo.script("m/run.sh", '#!/bin/bash\necho "model sees $FAKEPROF_MODE"\necho "performance: 2 x"\n')
+    tool_wants = {
+        "mode": ("$FAKEPROF_MODE", "deep"),
+        "output": ('$(cat "$MAD_TOOL_OUTPUT/profile.txt")', "sample"),
+        "wrapped": ("$FAKEPROF_WRAPPED", "yes"),
+    }
+    zoo.script("m/run.sh", checking('#!/bin/bash\necho "model sees $FAKEPROF_MODE"\n', tool_wants, "2 x"))
     zoo.models([zoo.model("m", n_gpus=1)])
     (pytester.path / "mytools.json").write_text(json.dumps(FAKEPROF))
     args = ("--madengine-tools-file", "mytools.json", "--madengine-tools", "fakeprof", "--junitxml=j.xml", "-rA")
@@ -331,7 +415,12 @@ def bare_repo(where: Path) -> str:
 def test_a_card_with_a_url_runs_in_its_clone(pytester: pytest.Pytester, zoo: Zoo) -> None:
     git_image(zoo)
     commit = bare_repo(pytester.path / "repos")
-    zoo.script("m/run.sh", '#!/bin/bash\necho "cwd: $(pwd)"\ncat train.py\necho "performance: 3 clones"\n')
+    clone_wants = {
+        "cwd": ("$(pwd)", "/myworkspace/model.git"),
+        "train": ("$(cat train.py)", "print('from the repo')"),
+        "commit": ("$(git rev-parse HEAD)", commit),
+    }
+    zoo.script("m/run.sh", checking('#!/bin/bash\necho "cwd: $(pwd)"\ncat train.py\n', clone_wants, "3 clones"))
     zoo.script("nogit/run.sh")
     mount = f"-v {pytester.path / 'repos'}:/repos:ro"
     zoo.models(
