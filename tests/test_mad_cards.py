@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import docker
 import pytest
-from zoo import EngineEvents, Zoo, read_perf, wait_until
+from zoo import EngineEvents, Zoo, bare_repo, git_image, read_perf, wait_until
 
 GPUS = ("--madengine-arch", "gfx942", "--madengine-gpus", "0-3")
 
@@ -374,42 +372,6 @@ def test_an_unknown_tool_is_a_usage_error_listing_the_known_ones(pytester: pytes
     result.stderr.fnmatch_lines(
         ["*--madengine-tools: unknown tool nosuch; known: nsys, rocm-smi, rocprof, rocprofv3, rpd"]
     )
-
-
-def git_image(zoo: Zoo) -> None:
-    """docker/withgit: the base image plus this host's git (its binary and shared libraries)."""
-    git = Path(shutil.which("git") or "git").resolve()
-    bits = zoo.root / "docker" / "gitbits"
-    (bits / "libs").mkdir(parents=True)
-    shutil.copy2(git, bits / "git")
-    lines = ["FROM pytest-madengine/busybox:latest", "COPY gitbits/git /usr/bin/git"]
-    for line in subprocess.run(["ldd", str(git)], capture_output=True, text=True, check=True).stdout.splitlines():
-        path = line.split("=>")[-1].split("(")[0].strip()
-        if path.startswith("/"):
-            shutil.copy2(path, bits / "libs" / Path(path).name)
-            lines.append(f"COPY gitbits/libs/{Path(path).name} {path}")
-    lines.append("RUN ln -s git /usr/bin/git-upload-pack")
-    zoo.dockerfile("withgit", body="\n".join(lines) + "\n")
-
-
-def bare_repo(where: Path) -> str:
-    """A bare repository holding one commit with train.py; its commit id."""
-    work = where / "work"
-    work.mkdir(parents=True)
-    (work / "train.py").write_text("print('from the repo')\n")
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@x",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@x",
-    }
-    for command in (["init", "-q"], ["add", "train.py"], ["commit", "-qm", "model"]):
-        subprocess.run(["git", "-C", str(work), *command], check=True, env=env)
-    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(where / "model.git")], check=True)
-    return subprocess.run(
-        ["git", "-C", str(work), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-    ).stdout.strip()
 
 
 def test_a_card_with_a_url_runs_in_its_clone(pytester: pytest.Pytester, zoo: Zoo) -> None:
