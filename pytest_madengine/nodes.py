@@ -122,8 +122,9 @@ class ModelsFile(PlainCollectErrors, pytest.File):
 
 
 def warn_at(path: Path, line: int, message: str) -> None:
-    """A collection warning located at the user's file, not at this plugin's code."""
-    warnings.warn_explicit(pytest.PytestCollectionWarning(message), pytest.PytestCollectionWarning, str(path), line)
+    """A collection warning located at the user's file, not at this plugin's code. `line` is 0-based,
+    as an entry's lineno and pytest's locations are; the warning shows it 1-based, as editors do."""
+    warnings.warn_explicit(pytest.PytestCollectionWarning(message), pytest.PytestCollectionWarning, str(path), line + 1)
 
 
 def _warn_left_out(found: Sequence[Dockerfile], runtime: Runtime) -> None:
@@ -134,7 +135,7 @@ def _warn_left_out(found: Sequence[Dockerfile], runtime: Runtime) -> None:
             problem = (
                 f"left out: {dockerfile.header_problem} (name it <prefix>.<os>.<vendor>.Dockerfile or give it a header)"
             )
-            warn_at(dockerfile.path, 1, f"{dockerfile.path}: {problem}")
+            warn_at(dockerfile.path, 0, f"{dockerfile.path}: {problem}")
 
 
 def _warn_unused_fields(path: Path, specs: Sequence[ModelSpec], runtime: Runtime) -> None:

@@ -248,7 +248,15 @@ def test_a_broken_card_is_an_item_that_errors_with_a_clear_message(
 
 def test_a_bad_model_does_not_hide_its_neighbours(pytester: pytest.Pytester, zoo: Zoo) -> None:
     zoo.script("ok/run.sh")
-    zoo.models([zoo.model("ok", script="scripts/ok/run.sh"), zoo.model("bad", script="scripts/ok/run.sh", n_gpus="x")])
+    path = zoo.models(
+        [zoo.model("ok", script="scripts/ok/run.sh"), zoo.model("bad", script="scripts/ok/run.sh", n_gpus="x")]
+    )
     result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["models.json::ok[[]gfx942[]]", "models.json::bad[[]gfx942[]]"])
-    result.stdout.fnmatch_lines(["*models.json:*: PytestCollectionWarning: broken card: *model 'bad': field 'n_gpus'*"])
+    # The warning points at the line of the card's `{` (1-based, as an editor counts).
+    lines = path.read_text().splitlines()
+    brace = next(n for n, line in enumerate(lines, 1) if '"name": "bad"' in line) - 1
+    assert lines[brace - 1].strip() == "{"
+    result.stdout.fnmatch_lines(
+        [f"*models.json:{brace}: PytestCollectionWarning: broken card: *model 'bad': field 'n_gpus'*"]
+    )
