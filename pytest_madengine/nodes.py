@@ -14,6 +14,7 @@ from pytest import ExceptionInfo
 
 from ._compat import FuncFixtureInfo, TerminalRepr, item_callspec
 from .call import model_test
+from .engine.build_args import check_cred
 from .errors import MadengineError
 from .record import ItemRecord
 from .runtime import RUNTIME_KEY, Runtime
@@ -21,7 +22,7 @@ from .settings import Settings
 from .zoo.archs import skipped_arch, vendor_of
 from .zoo.dockerfiles import Dockerfile, DockerfileCache, left_out, select
 from .zoo.launcher import nnodes_of
-from .zoo.models import ModelsFileError, ModelSpec, load_models, unused_fields
+from .zoo.models import BrokenEntry, ModelsFileError, ModelSpec, load_models, unused_fields
 
 MARKER_DOC = "models.json tag"
 
@@ -54,24 +55,22 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
         settings = runtime.settings
         contexts = [(arch, _dockerfile_filter(arch, settings)) for arch in runtime.archs()]
-        _register_markers(self.config, (tag for spec in loaded.specs for tag in spec.tags))
+        entries: list[ModelSpec | BrokenEntry] = sorted([*loaded.specs, *loaded.errors], key=lambda e: e.lineno)
+        _register_markers(self.config, (tag for entry in entries for tag in entry.tags))
         _warn_unused_fields(self.path, loaded.specs, runtime)
         self._shared = _SharedParts(runtime)
         dockerfiles = DockerfileCache()
         chosen: dict[tuple[Path, str, str], list[Dockerfile]] = {}  # per (root, prefix, arch)
-        entries: list[tuple[int, ModelSpec | tuple[str, str]]] = [(s.lineno, s) for s in loaded.specs]
-        entries += [(line, (name, message)) for name, line, message in loaded.errors]
-        for line, entry in sorted(entries, key=lambda pair: pair[0]):
-            if isinstance(entry, tuple):
-                yield from self._broken(entry[0], line, entry[1], contexts)
+        for entry in entries:
+            if isinstance(entry, BrokenEntry):
+                yield from self._broken(self._broken_spec(entry), entry.message, contexts)
                 continue
             try:
-                found = dockerfiles.candidates(entry)
+                check_cred(entry, settings.credential_file)
+                found = _candidates(entry, dockerfiles, settings)
             except ModelsFileError as exc:
-                if not settings.context.container_image:  # with it, no Dockerfile is needed
-                    yield from self._broken(entry.name, line, str(exc), contexts)
-                    continue
-                found = []
+                yield from self._broken(entry, str(exc), contexts)
+                continue
             _warn_left_out(found, runtime)
             for arch, ctx in contexts:
                 key = (entry.root, entry.dockerfile, arch)
@@ -79,13 +78,16 @@ class ModelsFile(PlainCollectErrors, pytest.File):
                     chosen[key] = select(found, ctx)
                 yield from self._items(entry, arch, ctx, chosen[key])
 
-    def _broken(
-        self, name: str, line: int, message: str, contexts: list[tuple[str, dict[str, str]]]
-    ) -> Iterator[ModelItem]:
+    def _broken_spec(self, entry: BrokenEntry) -> ModelSpec:
+        """What is known of an entry that did not parse: its name, line and (readable) tags."""
+        root = self.path.parent
+        return ModelSpec(entry.name, self.path, entry.lineno, root, dockerfile="", scripts="", tags=entry.tags)
+
+    def _broken(self, spec: ModelSpec, message: str, contexts: list[tuple[str, dict[str, str]]]) -> Iterator[ModelItem]:
         """A card that cannot become a model: one item per arch that errors at setup with the message
-        (so `-k`, `-m` and --madengine-tags deselect it like any other), and a collection warning."""
-        warn_at(self.path, line, f"broken card: {message}")
-        spec = ModelSpec(name=name, source=self.path, lineno=line, root=self.path.parent, dockerfile="", scripts="")
+        (so `-k`, `-m` and --madengine-tags select or deselect it like any other, by name and tags),
+        and a collection warning."""
+        warn_at(self.path, spec.lineno, f"broken card: {message}")
         for arch, _ in contexts:
             yield self._item(ItemRecord(spec, arch, None, broken=message), arch, "")
 
@@ -119,6 +121,16 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         # The computed info is shared; the list of names is the item's own, as a conftest may add to it.
         item.fixturenames = list(item.fixturenames)
         return item
+
+
+def _candidates(spec: ModelSpec, dockerfiles: DockerfileCache, settings: Settings) -> list[Dockerfile]:
+    """The card's Dockerfiles; with the context's MAD_CONTAINER_IMAGE none is needed, so none is an error."""
+    try:
+        return dockerfiles.candidates(spec)
+    except ModelsFileError:
+        if settings.context.container_image:
+            return []
+        raise
 
 
 def warn_at(path: Path, line: int, message: str) -> None:

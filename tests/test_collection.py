@@ -246,6 +246,39 @@ def test_a_broken_card_is_an_item_that_errors_with_a_clear_message(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def test_a_broken_card_keeps_its_tags_for_selection(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """A job selecting by tag sees its broken cards fail instead of silently dropping them: a card that
+    does not parse (bad n_gpus) and one whose Dockerfile is missing keep their tags."""
+    zoo.script("ok/run.sh")
+    run = "scripts/ok/run.sh"
+    zoo.models(
+        [
+            zoo.model("ok", script=run),
+            zoo.model("unparsed", script=run, n_gpus="x", tags=["serving"]),
+            zoo.model("lost", script=run, dockerfile="docker/nothing", tags="serving,llm"),
+        ]
+    )
+    args = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "-p", "no:cacheprovider")
+    for selection in (("-m", "serving", "--strict-markers"), ("--madengine-tags", "serving")):
+        result = pytester.runpytest_subprocess(*args, *selection, timeout=300)
+        result.assert_outcomes(errors=2)
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at setup of unparsed[[]gfx942[]]*",
+                "*model 'unparsed': field 'n_gpus' must be an integer*",
+                "*ERROR at setup of lost[[]gfx942[]]*",
+            ]
+        )
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result = pytester.runpytest_subprocess(*args, "--madengine-tags", "lost", "-m", "llm", timeout=300)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of lost[[]gfx942[]]*", "*field 'dockerfile' prefix*matches no file*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result = pytester.runpytest_subprocess(*args, "-m", "not serving", timeout=300)
+    result.assert_outcomes(passed=1, deselected=2)
+    assert result.ret == pytest.ExitCode.OK
+
+
 def test_a_bad_model_does_not_hide_its_neighbours(pytester: pytest.Pytester, zoo: Zoo) -> None:
     zoo.script("ok/run.sh")
     path = zoo.models(
