@@ -98,7 +98,9 @@ class ModelsFile(PlainCollectErrors, pytest.File):
             return
         if not chosen:
             wanted = ", ".join(f"{k}={v}" for k, v in ctx.items())
-            reason = f"no Dockerfile matching {spec.dockerfile}.* has a # CONTEXT for {wanted}"
+            reason = (
+                f"no Dockerfile matching {spec.dockerfile}.* is for {wanted} (by its # CONTEXT or <os>.<vendor> name)"
+            )
             yield self._item(ItemRecord(spec, arch, None), arch, reason)
             return
         reason = skip_reason(spec, arch, self._shared.runtime)
