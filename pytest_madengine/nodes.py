@@ -231,16 +231,22 @@ class ModelItem(pytest.Function):
         """Tag selection's `name=value` tags: arguments for this run of the model."""
         self.record.spec = replace(self.record.spec, args=self.record.spec.args + extra_args)
 
-    def variant(self, extra_args: str) -> ModelItem:
-        """The same model once more with other selected args: its own item, its id naming the args."""
+    def variant(self, extra_args: str, taken: set[str]) -> ModelItem:
+        """The same model once more with other selected args: its own item, its id naming the args and,
+        when another item has that id already (`m:a=b` and `m:a_b`), a counter; `taken` holds the ids."""
         tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", extra_args.strip().replace("--", "")).strip("_") or "args"
-        name = f"{self.name[:-1]}-{tag}]"
+        base, count = f"{self.name[:-1]}-{tag}", 1
+        name = f"{base}]"
+        where = self.nodeid[: -len(self.name)]
+        while where + name in taken:
+            count += 1
+            name = f"{base}-{count}]"
+        taken.add(where + name)
         record = ItemRecord(replace(self.spec, args=self.spec.args + extra_args), self.arch, self.dockerfile)
         assert isinstance(self.parent, pytest.Collector)
-        item = ModelItem.from_parent(
-            self.parent, name=name, record=record, marks=[pytest.MarkDecorator(m) for m in self.own_markers]
-        )
-        return item
+        # Public pytest API only: pytest.MarkDecorator(mark) is private and warns.
+        marks = [getattr(pytest.mark, m.name)(*m.args, **m.kwargs) for m in self.own_markers]
+        return ModelItem.from_parent(self.parent, name=name, record=record, marks=marks)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.spec.source, self.spec.lineno, self.name
@@ -259,14 +265,22 @@ def _slurm_skip(spec: ModelSpec, runtime: Runtime) -> str:
     return ""
 
 
-def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]]) -> list[pytest.Item]:
-    """The item with its first selection's args, then one more item per further selection."""
+def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]], taken: set[str]) -> list[pytest.Item]:
+    """The item once per selection of its model, in selection order. The selection without args (else
+    the first) keeps the item's id, so `m[gfx942]` stays the plain run's; each other gets a variant
+    whose id is unique among `taken`, the session's ids."""
     if not isinstance(item, ModelItem) or item.spec.name not in chosen:
         return [item]
-    first, *others = chosen[item.spec.name]
-    variants = [item.variant(args) for args in others]
-    item.select_args(first)
-    return [item, *variants]
+    selections = chosen[item.spec.name]
+    own = "" if "" in selections else selections[0]
+    items: list[pytest.Item] = []
+    for args in selections:
+        if args == own:
+            item.select_args(args)
+            items.append(item)
+        else:
+            items.append(item.variant(args, taken))
+    return items
 
 
 def launcher(spec: ModelSpec) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from zoo import Zoo
 
+from pytest_madengine.nodes import ModelItem
+
 
 @pytest.fixture
 def two_models(zoo: Zoo) -> Zoo:
@@ -244,6 +246,28 @@ def test_a_broken_card_is_an_item_that_errors_with_a_clear_message(
     result = pytester.runpytest("--madengine-arch", "gfx942", "--madengine-build-only", "-k", "bad or dup")
     result.stdout.fnmatch_lines([f"*{message}*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_each_selection_of_a_model_gets_its_own_id(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """`m:a=b` and `m:a_b` would both be named `a_b`: the second gets a counter. The selection without
+    args keeps the plain id wherever it comes."""
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    tags = ("--madengine-tags", "m:a=b", "--madengine-tags", "m", "--madengine-tags", "m:a_b")
+    result = pytester.runpytest("--madengine-arch", "gfx942", *tags, "--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        ["models.json::m[[]gfx942-a_b[]]", "models.json::m[[]gfx942[]]", "models.json::m[[]gfx942-a_b-2[]]"]
+    )
+    assert "PytestDeprecationWarning" not in result.stdout.str()  # variants are made with public API only
+    (finished,) = pytester.inline_run("--madengine-arch", "gfx942", *tags, "--collect-only").getcalls(
+        "pytest_collection_finish"
+    )
+    items = finished.session.items  # as selection left them (inline_genitems gives them before)
+    assert [(item.name, item.spec.args) for item in items if isinstance(item, ModelItem)] == [
+        ("m[gfx942-a_b]", " --a b"),
+        ("m[gfx942]", ""),
+        ("m[gfx942-a_b-2]", " --a_b"),
+    ]
 
 
 def test_a_broken_card_keeps_its_tags_for_selection(pytester: pytest.Pytester, zoo: Zoo) -> None:
