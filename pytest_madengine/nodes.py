@@ -14,6 +14,7 @@ from pytest import ExceptionInfo
 
 from ._compat import FuncFixtureInfo, TerminalRepr, item_callspec
 from .call import model_test
+from .engine.build_args import check_cred
 from .errors import MadengineError
 from .record import ItemRecord
 from .runtime import RUNTIME_KEY, Runtime
@@ -21,7 +22,7 @@ from .settings import Settings
 from .zoo.archs import skipped_arch, vendor_of
 from .zoo.dockerfiles import Dockerfile, DockerfileCache, left_out, select
 from .zoo.launcher import nnodes_of
-from .zoo.models import ModelsFileError, ModelSpec, load_models, unused_fields
+from .zoo.models import BrokenEntry, ModelsFileError, ModelSpec, load_models, unused_fields
 
 MARKER_DOC = "models.json tag"
 
@@ -54,24 +55,22 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         runtime: Runtime = self.config.stash[RUNTIME_KEY]
         settings = runtime.settings
         contexts = [(arch, _dockerfile_filter(arch, settings)) for arch in runtime.archs()]
-        _register_markers(self.config, (tag for spec in loaded.specs for tag in spec.tags))
+        entries: list[ModelSpec | BrokenEntry] = sorted([*loaded.specs, *loaded.errors], key=lambda e: e.lineno)
+        _register_markers(self.config, (tag for entry in entries for tag in entry.tags))
         _warn_unused_fields(self.path, loaded.specs, runtime)
         self._shared = _SharedParts(runtime)
         dockerfiles = DockerfileCache()
         chosen: dict[tuple[Path, str, str], list[Dockerfile]] = {}  # per (root, prefix, arch)
-        entries: list[tuple[int, ModelSpec | tuple[str, str]]] = [(s.lineno, s) for s in loaded.specs]
-        entries += [(line, (name, message)) for name, line, message in loaded.errors]
-        for line, entry in sorted(entries, key=lambda pair: pair[0]):
-            if isinstance(entry, tuple):
-                yield from self._broken(entry[0], line, entry[1], contexts)
+        for entry in entries:
+            if isinstance(entry, BrokenEntry):
+                yield from self._broken(self._broken_spec(entry), entry.message, contexts)
                 continue
             try:
-                found = dockerfiles.candidates(entry)
+                check_cred(entry, settings.credential_file)
+                found = _candidates(entry, dockerfiles, settings)
             except ModelsFileError as exc:
-                if not settings.context.container_image:  # with it, no Dockerfile is needed
-                    yield from self._broken(entry.name, line, str(exc), contexts)
-                    continue
-                found = []
+                yield from self._broken(entry, str(exc), contexts)
+                continue
             _warn_left_out(found, runtime)
             for arch, ctx in contexts:
                 key = (entry.root, entry.dockerfile, arch)
@@ -79,13 +78,16 @@ class ModelsFile(PlainCollectErrors, pytest.File):
                     chosen[key] = select(found, ctx)
                 yield from self._items(entry, arch, ctx, chosen[key])
 
-    def _broken(
-        self, name: str, line: int, message: str, contexts: list[tuple[str, dict[str, str]]]
-    ) -> Iterator[ModelItem]:
+    def _broken_spec(self, entry: BrokenEntry) -> ModelSpec:
+        """What is known of an entry that did not parse: its name, line and (readable) tags."""
+        root = self.path.parent
+        return ModelSpec(entry.name, self.path, entry.lineno, root, dockerfile="", scripts="", tags=entry.tags)
+
+    def _broken(self, spec: ModelSpec, message: str, contexts: list[tuple[str, dict[str, str]]]) -> Iterator[ModelItem]:
         """A card that cannot become a model: one item per arch that errors at setup with the message
-        (so `-k`, `-m` and --madengine-tags deselect it like any other), and a collection warning."""
-        warn_at(self.path, line, f"broken card: {message}")
-        spec = ModelSpec(name=name, source=self.path, lineno=line, root=self.path.parent, dockerfile="", scripts="")
+        (so `-k`, `-m` and --madengine-tags select or deselect it like any other, by name and tags),
+        and a collection warning."""
+        warn_at(self.path, spec.lineno, f"broken card: {message}")
         for arch, _ in contexts:
             yield self._item(ItemRecord(spec, arch, None, broken=message), arch, "")
 
@@ -96,7 +98,9 @@ class ModelsFile(PlainCollectErrors, pytest.File):
             return
         if not chosen:
             wanted = ", ".join(f"{k}={v}" for k, v in ctx.items())
-            reason = f"no Dockerfile matching {spec.dockerfile}.* has a # CONTEXT for {wanted}"
+            reason = (
+                f"no Dockerfile matching {spec.dockerfile}.* is for {wanted} (by its # CONTEXT or <os>.<vendor> name)"
+            )
             yield self._item(ItemRecord(spec, arch, None), arch, reason)
             return
         reason = skip_reason(spec, arch, self._shared.runtime)
@@ -121,9 +125,20 @@ class ModelsFile(PlainCollectErrors, pytest.File):
         return item
 
 
+def _candidates(spec: ModelSpec, dockerfiles: DockerfileCache, settings: Settings) -> list[Dockerfile]:
+    """The card's Dockerfiles; with the context's MAD_CONTAINER_IMAGE none is needed, so none is an error."""
+    try:
+        return dockerfiles.candidates(spec)
+    except ModelsFileError:
+        if settings.context.container_image:
+            return []
+        raise
+
+
 def warn_at(path: Path, line: int, message: str) -> None:
-    """A collection warning located at the user's file, not at this plugin's code."""
-    warnings.warn_explicit(pytest.PytestCollectionWarning(message), pytest.PytestCollectionWarning, str(path), line)
+    """A collection warning located at the user's file, not at this plugin's code. `line` is 0-based,
+    as an entry's lineno and pytest's locations are; the warning shows it 1-based, as editors do."""
+    warnings.warn_explicit(pytest.PytestCollectionWarning(message), pytest.PytestCollectionWarning, str(path), line + 1)
 
 
 def _warn_left_out(found: Sequence[Dockerfile], runtime: Runtime) -> None:
@@ -134,7 +149,7 @@ def _warn_left_out(found: Sequence[Dockerfile], runtime: Runtime) -> None:
             problem = (
                 f"left out: {dockerfile.header_problem} (name it <prefix>.<os>.<vendor>.Dockerfile or give it a header)"
             )
-            warn_at(dockerfile.path, 1, f"{dockerfile.path}: {problem}")
+            warn_at(dockerfile.path, 0, f"{dockerfile.path}: {problem}")
 
 
 def _warn_unused_fields(path: Path, specs: Sequence[ModelSpec], runtime: Runtime) -> None:
@@ -216,16 +231,22 @@ class ModelItem(pytest.Function):
         """Tag selection's `name=value` tags: arguments for this run of the model."""
         self.record.spec = replace(self.record.spec, args=self.record.spec.args + extra_args)
 
-    def variant(self, extra_args: str) -> ModelItem:
-        """The same model once more with other selected args: its own item, its id naming the args."""
+    def variant(self, extra_args: str, taken: set[str]) -> ModelItem:
+        """The same model once more with other selected args: its own item, its id naming the args and,
+        when another item has that id already (`m:a=b` and `m:a_b`), a counter; `taken` holds the ids."""
         tag = re.sub(r"[^A-Za-z0-9_.=-]+", "_", extra_args.strip().replace("--", "")).strip("_") or "args"
-        name = f"{self.name[:-1]}-{tag}]"
+        base, count = f"{self.name[:-1]}-{tag}", 1
+        name = f"{base}]"
+        where = self.nodeid[: -len(self.name)]
+        while where + name in taken:
+            count += 1
+            name = f"{base}-{count}]"
+        taken.add(where + name)
         record = ItemRecord(replace(self.spec, args=self.spec.args + extra_args), self.arch, self.dockerfile)
         assert isinstance(self.parent, pytest.Collector)
-        item = ModelItem.from_parent(
-            self.parent, name=name, record=record, marks=[pytest.MarkDecorator(m) for m in self.own_markers]
-        )
-        return item
+        # Public pytest API only: pytest.MarkDecorator(mark) is private and warns.
+        marks = [getattr(pytest.mark, m.name)(*m.args, **m.kwargs) for m in self.own_markers]
+        return ModelItem.from_parent(self.parent, name=name, record=record, marks=marks)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.spec.source, self.spec.lineno, self.name
@@ -244,14 +265,22 @@ def _slurm_skip(spec: ModelSpec, runtime: Runtime) -> str:
     return ""
 
 
-def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]]) -> list[pytest.Item]:
-    """The item with its first selection's args, then one more item per further selection."""
+def with_selected_args(item: pytest.Item, chosen: dict[str, list[str]], taken: set[str]) -> list[pytest.Item]:
+    """The item once per selection of its model, in selection order. The selection without args (else
+    the first) keeps the item's id, so `m[gfx942]` stays the plain run's; each other gets a variant
+    whose id is unique among `taken`, the session's ids."""
     if not isinstance(item, ModelItem) or item.spec.name not in chosen:
         return [item]
-    first, *others = chosen[item.spec.name]
-    variants = [item.variant(args) for args in others]
-    item.select_args(first)
-    return [item, *variants]
+    selections = chosen[item.spec.name]
+    own = "" if "" in selections else selections[0]
+    items: list[pytest.Item] = []
+    for args in selections:
+        if args == own:
+            item.select_args(args)
+            items.append(item)
+        else:
+            items.append(item.variant(args, taken))
+    return items
 
 
 def launcher(spec: ModelSpec) -> str:

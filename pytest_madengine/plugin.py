@@ -212,7 +212,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             config.hook.pytest_deselected(items=deselected)
             dropped = {id(item) for item in deselected}
             items[:] = [item for item in items if id(item) not in dropped]
-        items[:] = [variant for item in items for variant in with_selected_args(item, chosen)]
+        taken = {item.nodeid for item in items}
+        items[:] = [variant for item in items for variant in with_selected_args(item, chosen, taken)]
     if not _is_worker(config):
         return
     pool = config.stash[RUNTIME_KEY].pool.size

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from zoo import Zoo
 
+from pytest_madengine.nodes import ModelItem
+
 
 @pytest.fixture
 def two_models(zoo: Zoo) -> Zoo:
@@ -246,9 +248,72 @@ def test_a_broken_card_is_an_item_that_errors_with_a_clear_message(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
 
 
+def test_each_selection_of_a_model_gets_its_own_id(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """`m:a=b` and `m:a_b` would both be named `a_b`: the second gets a counter. The selection without
+    args keeps the plain id wherever it comes."""
+    zoo.script("m/run.sh")
+    zoo.models([zoo.model("m")])
+    tags = ("--madengine-tags", "m:a=b", "--madengine-tags", "m", "--madengine-tags", "m:a_b")
+    result = pytester.runpytest("--madengine-arch", "gfx942", *tags, "--collect-only", "-q")
+    result.stdout.fnmatch_lines(
+        ["models.json::m[[]gfx942-a_b[]]", "models.json::m[[]gfx942[]]", "models.json::m[[]gfx942-a_b-2[]]"]
+    )
+    assert "PytestDeprecationWarning" not in result.stdout.str()  # variants are made with public API only
+    (finished,) = pytester.inline_run("--madengine-arch", "gfx942", *tags, "--collect-only").getcalls(
+        "pytest_collection_finish"
+    )
+    items = finished.session.items  # as selection left them (inline_genitems gives them before)
+    assert [(item.name, item.spec.args) for item in items if isinstance(item, ModelItem)] == [
+        ("m[gfx942-a_b]", " --a b"),
+        ("m[gfx942]", ""),
+        ("m[gfx942-a_b-2]", " --a_b"),
+    ]
+
+
+def test_a_broken_card_keeps_its_tags_for_selection(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """A job selecting by tag sees its broken cards fail instead of silently dropping them: a card that
+    does not parse (bad n_gpus) and one whose Dockerfile is missing keep their tags."""
+    zoo.script("ok/run.sh")
+    run = "scripts/ok/run.sh"
+    zoo.models(
+        [
+            zoo.model("ok", script=run),
+            zoo.model("unparsed", script=run, n_gpus="x", tags=["serving"]),
+            zoo.model("lost", script=run, dockerfile="docker/nothing", tags="serving,llm"),
+        ]
+    )
+    args = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "-p", "no:cacheprovider")
+    for selection in (("-m", "serving", "--strict-markers"), ("--madengine-tags", "serving")):
+        result = pytester.runpytest_subprocess(*args, *selection, timeout=300)
+        result.assert_outcomes(errors=2)
+        result.stdout.fnmatch_lines(
+            [
+                "*ERROR at setup of unparsed[[]gfx942[]]*",
+                "*model 'unparsed': field 'n_gpus' must be an integer*",
+                "*ERROR at setup of lost[[]gfx942[]]*",
+            ]
+        )
+        assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result = pytester.runpytest_subprocess(*args, "--madengine-tags", "lost", "-m", "llm", timeout=300)
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at setup of lost[[]gfx942[]]*", "*field 'dockerfile' prefix*matches no file*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result = pytester.runpytest_subprocess(*args, "-m", "not serving", timeout=300)
+    result.assert_outcomes(passed=1, deselected=2)
+    assert result.ret == pytest.ExitCode.OK
+
+
 def test_a_bad_model_does_not_hide_its_neighbours(pytester: pytest.Pytester, zoo: Zoo) -> None:
     zoo.script("ok/run.sh")
-    zoo.models([zoo.model("ok", script="scripts/ok/run.sh"), zoo.model("bad", script="scripts/ok/run.sh", n_gpus="x")])
+    path = zoo.models(
+        [zoo.model("ok", script="scripts/ok/run.sh"), zoo.model("bad", script="scripts/ok/run.sh", n_gpus="x")]
+    )
     result = pytester.runpytest("--madengine-arch", "gfx942", "--collect-only", "-q")
     result.stdout.fnmatch_lines(["models.json::ok[[]gfx942[]]", "models.json::bad[[]gfx942[]]"])
-    result.stdout.fnmatch_lines(["*models.json:*: PytestCollectionWarning: broken card: *model 'bad': field 'n_gpus'*"])
+    # The warning points at the line of the card's `{` (1-based, as an editor counts).
+    lines = path.read_text().splitlines()
+    brace = next(n for n, line in enumerate(lines, 1) if '"name": "bad"' in line) - 1
+    assert lines[brace - 1].strip() == "{"
+    result.stdout.fnmatch_lines(
+        [f"*models.json:{brace}: PytestCollectionWarning: broken card: *model 'bad': field 'n_gpus'*"]
+    )

@@ -321,10 +321,18 @@ def test_cred_field_becomes_build_args(pytester: pytest.Pytester, zoo: Zoo) -> N
         ]
     )
     (pytester.path / "credential.json").write_text(json.dumps({"MYCRED": {"username": "alice", "token": "abcdef"}}))
+    missing = "*models.json: model 'n': field 'cred' names 'NOPE', which *credential.json does not hold"
+    # A `cred` credential.json lacks is a broken card, found at collection: one warning naming it.
+    collected = run(pytester, "--madengine-arch", "gfx942", "--collect-only", "-q")
+    collected.stdout.fnmatch_lines([f"*models.json:*: PytestCollectionWarning: broken card: {missing}"])
+    assert collected.stdout.str().count("broken card:") == 1
     result = run(pytester, "--madengine-arch", "gfx942", "--madengine-gpus", "none", "--madengine-perf-csv", "p.csv")
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*model 'n': field 'cred' names 'NOPE', which *credential.json does not hold*"])
-    assert read_perf(pytester.path / "p.csv")[0]["metric"] == "alice:6"
+    result.stdout.fnmatch_lines(["*ERROR at setup of n[[]gfx942[]]*", missing])
+    assert "Traceback" not in result.stdout.str()
+    rows = {r["model"]: r for r in read_perf(pytester.path / "p.csv")}
+    assert rows["m"]["metric"] == "alice:6"
+    assert (rows["n"]["status"], rows["n"]["reason"]) == ("FAILURE", "invalid model")
 
 
 ONE_ARCH = ("--madengine-arch", "gfx942", "--madengine-gpus", "none")

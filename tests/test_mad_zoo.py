@@ -25,7 +25,8 @@ def mad_zoo(zoo: Zoo) -> None:
     body = f"FROM {BASE_IMAGE}\n"
     (docker_dir / "vllm.ubuntu.amd.Dockerfile").write_text(body)  # exact name, no header
     (docker_dir / "vllm.ubuntu.nvidia.Dockerfile").write_text(body)  # exact name, no header
-    (docker_dir / "vllm.dsv4.ubuntu.amd.Dockerfile").write_text("# CONTEXT {'gpu_vendor': 'AMD'}\n" + body)
+    # A header without gpu_vendor: the exact name's `ubuntu.amd` keeps it from NVIDIA archs.
+    (docker_dir / "vllm.dsv4.ubuntu.amd.Dockerfile").write_text("# CONTEXT {'guest_os': 'UBUNTU'}\n" + body)
     zoo.script("llm/run.sh")
     zoo.script("llm/serve.sh")
     zoo.models(
@@ -63,6 +64,12 @@ def test_broken_cards_error_alone_and_deselecting_them_passes(pytester: pytest.P
     assert "Traceback" not in result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     rows = read_perf(pytester.path / "perf.csv")
+    # The Dockerfile each item used: sm_90 never gets an AMD file, the overlapping prefix one file per arch.
+    assert {(r["model"], r["gpu_architecture"]): r["docker_file"] for r in rows if r["docker_file"]} == {
+        ("llm/vllm", "gfx942"): "docker/vllm.ubuntu.amd.Dockerfile",
+        ("llm/vllm", "sm_90"): "docker/vllm.ubuntu.nvidia.Dockerfile",
+        ("llm/vllm_dsv4", "gfx942"): "docker/vllm.dsv4.ubuntu.amd.Dockerfile",
+    }
     broken = [r for r in rows if r["model"] in ("llm/lost_dockerfile", "llm/lost_script", "escape/sneaky")]
     assert len(broken) == 6 and {(r["status"], r["reason"]) for r in broken} == {("FAILURE", "invalid model")}
     # --collect-only names each broken card once.

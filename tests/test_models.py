@@ -106,7 +106,7 @@ def test_bad_model_is_reported_with_file_model_and_field(root: Path, fields: dic
     path = write(root, [bad, entry(name="good")])
     loaded = load_models(path)
     assert [s.name for s in loaded.specs] == ["good"]
-    ((_, _, text),) = loaded.errors
+    ((_, _, text, _),) = loaded.errors
     assert str(path) in text
 
     assert re.search(message, text), text
@@ -116,7 +116,7 @@ def test_duplicate_name_keeps_first_and_reports_second(root: Path) -> None:
     path = write(root, [entry(), entry(args="x")])
     loaded = load_models(path)
     assert [s.args for s in loaded.specs] == [""]
-    ((_, line, text),) = loaded.errors
+    ((_, line, text, _),) = loaded.errors
     assert "model 'm': field 'name' duplicates the model at entry #0" in text
     assert line > 0
 
@@ -147,14 +147,14 @@ def test_models_sharing_a_script_each_have_it_checked(root: Path) -> None:
         write(root, [entry(name="a"), entry(name="b", scripts=gone), entry(name="c"), entry(name="d", scripts=gone)])
     )
     assert [s.name for s in loaded.specs] == ["a", "c"]
-    assert [(name, "which does not exist" in text) for name, _, text in loaded.errors] == [("b", True), ("d", True)]
+    assert [(name, "which does not exist" in text) for name, _, text, _ in loaded.errors] == [("b", True), ("d", True)]
 
 
 @pytest.mark.parametrize("args", ['--x "open', "--x \\"])
 def test_args_a_shell_cannot_split_are_an_error(root: Path, args: str) -> None:
     loaded = load_models(write(root, [entry(args=args), entry(name="good", args="")]))
     assert [s.name for s in loaded.specs] == ["good"]
-    ((name, _, text),) = loaded.errors
+    ((name, _, text, _),) = loaded.errors
     assert name == "m"
     assert "model 'm': field 'args' cannot be split like a shell would: " in text
 

@@ -62,6 +62,14 @@ def clone_credentials(spec: ModelSpec, credential_file: Path | None) -> dict[str
     return {GIT_USER_ENV: str(entry.get("username", "")), GIT_PASSWORD_ENV: secret}
 
 
+def check_cred(spec: ModelSpec, credential_file: Path) -> None:
+    """At collection: a `cred` that credential.json lacks makes a broken card, found before any build
+    (madengine raises at its build)."""
+    cred = str(spec.extra.get("cred", "") or "")
+    if cred:
+        _credential_entry(spec, cred, credential_file)
+
+
 def cred_build_args(spec: ModelSpec, cred: str, credential_file: Path | None) -> dict[str, str]:
     """madengine's `cred`: each key of credential.json's entry becomes build arg `<CRED>_<KEY>`."""
     entry = _credential_entry(spec, cred, credential_file)
@@ -74,7 +82,10 @@ def _credential_entry(spec: ModelSpec, cred: str, credential_file: Path | None) 
         try:
             entries = json.loads(credential_file.read_text())
         except ValueError:
-            raise ModelsFileError(f"{credential_file} is not valid JSON") from None
+            where = f"{spec.source}: model '{spec.name}'"
+            raise ModelsFileError(
+                f"{where}: field 'cred' names {cred!r}, but {credential_file} is not valid JSON"
+            ) from None
     entry = entries.get(cred) if isinstance(entries, dict) else None
     if not isinstance(entry, dict):
         raise ModelsFileError(

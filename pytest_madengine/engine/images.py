@@ -341,30 +341,24 @@ def build_args_for(arch: str, user_args: Mapping[str, str]) -> dict[str, str]:
     return args
 
 
-_COPY = re.compile(r"^\s*(?:COPY|ADD)\s+(?:--\S+\s+)*(\S+)", re.IGNORECASE | re.MULTILINE)
-
-
 def context_dir_for(root: Path, dockercontext: str, dockerfile: Path | None = None) -> Path:
-    """madengine's build context: the card's dockercontext; else the zoo's root for a Dockerfile that
-    copies from it (MAD's primus images `COPY scripts/...`, a path `docker/` does not hold); else
-    `<root>/docker`."""
+    """madengine's build context: the card's dockercontext; else the zoo's root when the Dockerfile's
+    path names primus (MAD's primus images `COPY scripts/...`) or the zoo has no docker/; else
+    `<root>/docker`. The rule, not a guess from the file: an image builds as it does under madengine."""
     if dockercontext:
         return root / dockercontext
     default = root / "docker"
-    if not default.is_dir():
-        return root
-    if dockerfile is not None and _copies_from_root(dockerfile, root, default):
+    if not default.is_dir() or (dockerfile is not None and "primus" in _zoo_path(dockerfile, root)):
         return root
     return default
 
 
-def _copies_from_root(dockerfile: Path, root: Path, default: Path) -> bool:
+def _zoo_path(dockerfile: Path, root: Path) -> str:
+    """The path madengine sees (relative to the zoo), so a zoo kept under a `primus` directory does not count."""
     try:
-        text = dockerfile.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    sources = [s for s in _COPY.findall(text) if not s.startswith(("--", "$", "/", "http"))]
-    return any(not (default / s).exists() and (root / s).exists() for s in sources)
+        return str(dockerfile.relative_to(root))
+    except ValueError:
+        return dockerfile.name
 
 
 __all__ = [

@@ -33,21 +33,25 @@ class Dockerfile:
         return name[: -len(".Dockerfile")] if name.endswith(".Dockerfile") else name
 
     def matches(self, ctx: Mapping[str, str]) -> bool:
-        """madengine's rule: every header key present in ctx must agree (case-insensitive here). A file
-        without a usable header matches by its exact name's `<os>.<vendor>`, or not at all."""
-        if self.context is None:
-            return self.exact and self._name_matches(ctx)
-        for key, value in self.context.items():
-            if key in ctx and str(value).upper() != str(ctx[key]).upper():
-                return False
-        return True
+        """madengine's rule: every header key present in ctx must agree (case-insensitive here). An
+        exact name's `<os>.<vendor>` also filters on the keys the header does not give (so an NVIDIA
+        arch never gets `*.ubuntu.amd.Dockerfile`); a file without a usable header matches by its exact
+        name, or not at all."""
+        if self.context is None and not self.exact:
+            return False
+        header = self.context or {}
+        named = {key: value for key, value in self._name_context().items() if key not in header}
+        return all(
+            key not in ctx or str(value).upper() == str(ctx[key]).upper()
+            for key, value in (*header.items(), *named.items())
+        )
 
-    def _name_matches(self, ctx: Mapping[str, str]) -> bool:
-        found = EXACT.fullmatch(self.variant if self.variant != self.path.name else "")
+    def _name_context(self) -> dict[str, str]:
+        """`{guest_os, gpu_vendor}` from an exact `<os>.<vendor>` name; none for `<prefix>.Dockerfile`."""
+        found = EXACT.fullmatch(self.variant) if self.exact else None
         if found is None or not found.group("vendor"):
-            return True  # `<prefix>.Dockerfile`: the card's own file, for every arch
-        wanted = {"guest_os": found.group("os"), "gpu_vendor": found.group("vendor")}
-        return all(key not in ctx or value.upper() == str(ctx[key]).upper() for key, value in wanted.items())
+            return {}
+        return {"guest_os": found.group("os"), "gpu_vendor": found.group("vendor")}
 
     def default_base_docker(self) -> str:
         """The `ARG BASE_DOCKER=` default, which perf.csv reports when no build arg overrides it."""

@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import MadengineError
 
@@ -80,12 +80,22 @@ class ModelSpec:
         return self.root / self.scripts
 
 
+class BrokenEntry(NamedTuple):
+    """An entry that cannot become a model. Its tags, when they parse, still select it (`-m`,
+    --madengine-tags), so a job choosing by tag sees the card fail instead of silently dropping it."""
+
+    name: str  # the model's name, or "#index"
+    lineno: int
+    message: str
+    tags: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class LoadedModels:
     """What one models.json yields: good specs and per-model errors, in file order."""
 
     specs: tuple[ModelSpec, ...]
-    errors: tuple[tuple[str, int, str], ...]  # (model name or "#index", lineno, message)
+    errors: tuple[BrokenEntry, ...]
 
 
 def models_root_of(path: Path) -> tuple[Path, str]:
@@ -284,6 +294,16 @@ def _tags_field(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
     return tags
 
 
+def readable_tags(entry: object) -> tuple[str, ...]:
+    """A broken entry's tags when they parse, else none."""
+    if not isinstance(entry, dict):
+        return ()
+    try:
+        return _tags_field(entry, "")
+    except ModelsFileError:
+        return ()
+
+
 def parse_percent(text: str) -> float:
     """`5%` or `5` → 5.0."""
     value = str(text).strip().rstrip("%").strip()
@@ -334,7 +354,7 @@ def load_models(path: Path) -> LoadedModels:
         raise ModelsFileError(f"{path}: must hold a JSON list of models, got {type(data).__name__}")
     lines = _entry_lines(text, len(data))
     specs: list[ModelSpec] = []
-    errors: list[tuple[str, int, str]] = []
+    errors: list[BrokenEntry] = []
     seen: dict[str, int] = {}
     checked: set[str] = set()
     for index, entry in enumerate(data):
@@ -343,16 +363,12 @@ def load_models(path: Path) -> LoadedModels:
         except ModelsFileError as exc:
             raw = entry.get("name") if isinstance(entry, dict) else None
             label = f"{scope}/{raw}" if scope and isinstance(raw, str) else raw
-            errors.append((label if isinstance(label, str) and label else f"#{index}", lines[index], str(exc)))
+            name = label if isinstance(label, str) and label else f"#{index}"
+            errors.append(BrokenEntry(name, lines[index], str(exc), readable_tags(entry)))
             continue
         if spec.name in seen:
-            errors.append(
-                (
-                    f"{spec.name}#dup{index}",
-                    spec.lineno,
-                    f"{path}: model '{spec.name}': field 'name' duplicates the model at entry #{seen[spec.name]}",
-                )
-            )
+            message = f"{path}: model '{spec.name}': field 'name' duplicates the model at entry #{seen[spec.name]}"
+            errors.append(BrokenEntry(f"{spec.name}#dup{index}", spec.lineno, message, spec.tags))
             continue
         seen[spec.name] = index
         specs.append(spec)

@@ -27,14 +27,18 @@ def test_args_after_the_first_from_do_not_change_it() -> None:
     assert from_images("ARG B=a\nFROM $B\nARG B=c\nFROM $B\n", {}) == ["a"]
 
 
-def test_a_dockerfile_copying_from_the_zoos_root_builds_there(tmp_path: Path) -> None:
-    (tmp_path / "docker").mkdir()
-    (tmp_path / "scripts" / "primus").mkdir(parents=True)
-    (tmp_path / "docker" / "local.txt").write_text("x")
-    primus = tmp_path / "docker" / "primus.ubuntu.amd.Dockerfile"
-    primus.write_text("FROM x\nCOPY --chown=0:0 scripts/primus /workspace/primus\n")
-    plain = tmp_path / "docker" / "plain.ubuntu.amd.Dockerfile"
-    plain.write_text("FROM x\nCOPY local.txt /\n")
-    assert context_dir_for(tmp_path, "", primus) == tmp_path
-    assert context_dir_for(tmp_path, "", plain) == tmp_path / "docker"
-    assert context_dir_for(tmp_path, "scripts", primus) == tmp_path / "scripts"  # the card's own wins
+def test_the_build_context_follows_madengines_rule(tmp_path: Path) -> None:
+    """The card's dockercontext; else the root for a Dockerfile whose path names primus (copy or not);
+    else docker/, even for a Dockerfile that copies from the root."""
+    zoo = tmp_path / "primus_home" / "zoo"  # a zoo under a directory named primus: only its own paths count
+    (zoo / "docker").mkdir(parents=True)
+    (zoo / "scripts" / "primus").mkdir(parents=True)
+    primus = zoo / "docker" / "primus_pretrain.ubuntu.amd.Dockerfile"
+    primus.write_text("FROM x\n")
+    plain = zoo / "docker" / "plain.ubuntu.amd.Dockerfile"
+    plain.write_text("FROM x\nCOPY scripts/primus /workspace/primus\n")
+    assert context_dir_for(zoo, "", primus) == zoo
+    assert context_dir_for(zoo, "", plain) == zoo / "docker"
+    assert context_dir_for(zoo, "scripts", primus) == zoo / "scripts"  # the card's own wins
+    bare = tmp_path / "bare"  # a zoo without docker/ builds in its root
+    assert context_dir_for(bare, "", bare / "m.ubuntu.amd.Dockerfile") == bare

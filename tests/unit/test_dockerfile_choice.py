@@ -101,6 +101,19 @@ def test_a_headerless_exact_file_is_filtered_by_its_name(tmp_path: Path) -> None
     assert select(found, {"gpu_vendor": "AMD", "guest_os": "CENTOS"}) == []
 
 
+def test_an_exact_name_filters_on_the_keys_its_header_does_not_give(tmp_path: Path) -> None:
+    """A header without `gpu_vendor` does not make `*.ubuntu.amd.Dockerfile` an NVIDIA file; the keys the
+    header gives still win over the name."""
+    docker = tmp_path / "docker"
+    amd = write(docker / "m.ubuntu.amd.Dockerfile", "# CONTEXT {'guest_os': 'UBUNTU'}\nFROM rocm\n")
+    nvidia = write(docker / "m.ubuntu.nvidia.Dockerfile", "# CONTEXT {'guest_os': 'CENTOS'}\nFROM cuda\n")
+    found = candidates(spec(tmp_path, "docker/m"))
+    assert [d.path for d in select(found, AMD_CTX)] == [amd]
+    assert select(found, NVIDIA_CTX) == []  # the AMD file by its name; the NVIDIA one by its header's OS
+    assert [d.path for d in select(found, {"gpu_vendor": "NVIDIA", "guest_os": "CENTOS"})] == [nvidia]
+    assert [d.path for d in select(found, {"guest_os": "UBUNTU"})] == [amd]  # cpu: no vendor filter
+
+
 def test_the_cards_own_plain_file_serves_every_arch(tmp_path: Path) -> None:
     own = write(tmp_path / "docker" / "m.Dockerfile", "FROM x\n")
     found = candidates(spec(tmp_path, "docker/m"))
