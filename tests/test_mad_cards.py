@@ -12,6 +12,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import docker
 import pytest
@@ -99,6 +100,9 @@ def test_a_card_gets_madengines_defaults_and_its_own_run_options(
         "host-ids": ("${HIP_VISIBLE_DEVICES-unset} ${CUDA_VISIBLE_DEVICES-unset}", "unset unset"),
         "passed": ("$NCCL_DEBUG $MASTER_PORT", "INFO 29511"),
         "cpus": ("$(grep Cpus_allowed_list /proc/self/status | cut -f2)", "0"),
+        "video": ("$(id -G | tr ' ' '\\n' | grep -x 44)", "44"),  # the image's video group
+        "seccomp": ("$(grep ^Seccomp: /proc/self/status | cut -f2)", "0"),  # unconfined
+        "fuse": ("$(test -c /dev/fuse && echo yes)", "yes" if Path("/dev/fuse").exists() else ""),
     }
     card_wants = {
         **common,
@@ -169,6 +173,7 @@ def test_strict_isolation_gives_dockers_defaults_and_a_big_shm(pytester: pytest.
         "ipc": (IPC_IS_HOST.format(host=host_namespace("ipc")), "private"),
         "net": (NET_IS_HOST.format(host=host_namespace("net")), "private"),
         "admin": (CAP.format(bit=SYS_ADMIN), "0"),
+        "seccomp": ("$(grep ^Seccomp: /proc/self/status | cut -f2)", "2"),  # Docker's default filter
         "shm": ("$(df -k /dev/shm | tail -1 | awk '{print $2}')", str(8 * 1024 * 1024)),
     }
     zoo.script("m/run.sh", checking(PROBE, strict))
