@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from zoo import Zoo
+from zoo import Zoo, read_perf
 
 from pytest_madengine.nodes import ModelItem
 
@@ -317,3 +317,100 @@ def test_a_bad_model_does_not_hide_its_neighbours(pytester: pytest.Pytester, zoo
     result.stdout.fnmatch_lines(
         [f"*models.json:{brace}: PytestCollectionWarning: broken card: *model 'bad': field 'n_gpus'*"]
     )
+
+
+def test_a_dockerfile_or_context_outside_the_zoo_is_a_broken_card(pytester: pytest.Pytester, zoo: Zoo) -> None:
+    """The outside Dockerfile and context exist and would build: only the root check keeps them out. A
+    sub-zoo's `../../docker/...` and `../..` resolve inside the root and run."""
+    outside = Zoo(pytester.path.parent / f"{pytester.path.name}-outside")
+    outside.dockerfile()
+    away = f"../{outside.root.name}"
+    zoo.script("ok/run.sh")
+    run = "scripts/ok/run.sh"
+    zoo.models(
+        [
+            zoo.model("far_file", script=run, dockerfile=f"{away}/docker/dummy"),
+            zoo.model("far_context", script=run, dockercontext=away),
+        ]
+    )
+    zoo.script("sub/run.sh")
+    zoo.models(
+        [{"name": "near", "dockerfile": "../../docker/dummy", "dockercontext": "../..", "scripts": "run.sh"}],
+        "scripts/sub/models.json",
+    )
+    args = ("--madengine-arch", "gfx942,gfx90a", "--madengine-gpus", "none", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*args, "--madengine-perf-csv", "perf.csv", "-rA", timeout=300)
+    result.assert_outcomes(passed=2, errors=4)
+    result.stdout.fnmatch_lines(["*PASSED*sub/near[[]gfx942[]]*"])
+    for item, field, value in (
+        ("far_file", "dockerfile", f"{away}/docker/dummy"),
+        ("far_context", "dockercontext", away),
+    ):
+        for arch in ("gfx942", "gfx90a"):
+            result.stdout.fnmatch_lines(
+                [
+                    f"*ERROR at setup of {item}[[]{arch}[]]*",
+                    f"{pytester.path}/models.json: model '{item}': field '{field}' '{value}' leads out of the zoo*",
+                ]
+            )
+    assert "Traceback" not in result.stdout.str()
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    rows = read_perf(pytester.path / "perf.csv")
+    assert {(r["model"], r["gpu_architecture"]): (r["status"], r["reason"]) for r in rows if "far" in r["model"]} == {
+        (model, arch): ("FAILURE", "invalid model")
+        for model in ("far_file", "far_context")
+        for arch in ("gfx942", "gfx90a")
+    }
+    assert {r["status"] for r in rows if r["model"] == "sub/near"} == {"SUCCESS"}
+
+
+def test_a_models_json_that_is_not_a_list_is_a_collection_error_others_can_continue_past(
+    pytester: pytest.Pytester, zoo: Zoo
+) -> None:
+    (zoo.root / "models.json").write_text('{"name": "m", "dockerfile": "docker/dummy", "scripts": "x"}')
+    other = Zoo(pytester.path / "other")
+    other.dockerfile()
+    other.script("good/run.sh")
+    other.models([other.model("good")])
+    args = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "-p", "no:cacheprovider")
+    collected = pytester.runpytest_subprocess(*args, "--collect-only", "-q", timeout=300)
+    collected.stdout.fnmatch_lines(["*ERROR collecting models.json*", "*models.json: must hold a JSON list of models*"])
+    assert "Traceback" not in collected.stdout.str()
+    assert collected.ret == pytest.ExitCode.INTERRUPTED
+    result = pytester.runpytest_subprocess(
+        *args, "--madengine-perf-csv", "perf.csv", "--continue-on-collection-errors", timeout=300
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*models.json: must hold a JSON list of models, got dict*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert [(r["model"], r["status"]) for r in read_perf(pytester.path / "perf.csv")] == [("good", "SUCCESS")]
+
+
+def test_a_prefix_file_without_exact_name_or_usable_header_is_left_out_with_a_warning(
+    pytester: pytest.Pytester, zoo: Zoo
+) -> None:
+    """No `<prefix>.<os>.<vendor>.Dockerfile` for `docker/old`: the header decides, and files without a
+    usable one are no wildcard. Two cards and two archs, still one warning per file."""
+    zoo.dockerfile("old.legacy")  # a header for AMD
+    docker_dir = zoo.root / "docker"
+    (docker_dir / "old.bare.Dockerfile").write_text("FROM scratch\n")
+    (docker_dir / "old.bent.Dockerfile").write_text("# CONTEXT {'gpu_vendor': \nFROM scratch\n")
+    zoo.script("ok/run.sh")
+    zoo.models([zoo.model(name, script="scripts/ok/run.sh", dockerfile="docker/old") for name in ("one", "two")])
+    result = pytester.runpytest("--madengine-arch", "gfx942,gfx90a", "--collect-only", "-q")
+    output = result.stdout.str()
+    result.stdout.fnmatch_lines(
+        [
+            "models.json::one[[]gfx942[]]",
+            "models.json::one[[]gfx90a[]]",
+            "models.json::two[[]gfx942[]]",
+            "models.json::two[[]gfx90a[]]",
+        ]
+    )
+    assert output.count("::") == 4  # one item per card and arch: the legacy file's, no variant per file
+    for name, problem in (("bare", "no '# CONTEXT' header"), ("bent", "not a Python dict literal")):
+        path = docker_dir / f"old.{name}.Dockerfile"
+        result.stdout.fnmatch_lines([f"*{path}:1: PytestCollectionWarning: {path}: left out: *{problem}*"])
+        assert output.count(f"PytestCollectionWarning: {path}: left out") == 1
+    assert "old.legacy" not in output  # the usable file warns of nothing
+    assert result.ret == pytest.ExitCode.OK
