@@ -139,7 +139,7 @@ def test_a_retagged_base_rebuilds_exactly_the_images_on_it(
         pytester.runpytest_subprocess(*args, "--madengine-perf-csv", "2.csv", timeout=300).assert_outcomes(passed=2)
         assert engine.builds() == first  # an unchanged base rebuilds nothing
         # The base's name now points at another image.
-        docker_client.images.build(
+        changed, _ = docker_client.images.build(
             fileobj=io.BytesIO(f"FROM {BASE_IMAGE}\nLABEL changed=yes\n".encode()),
             labels={BASE_LABEL: base.marker, SUITE_LABEL: str(pytester.path.parent)},
             tag=base.ref,
@@ -151,7 +151,31 @@ def test_a_retagged_base_rebuilds_exactly_the_images_on_it(
     before, after = read_perf(pytester.path / "2.csv"), read_perf(pytester.path / "3.csv")
     assert builds_of(after, "b") == builds_of(before, "b")  # beta reused as it was
     assert builds_of(after, "a")["a"][0] != builds_of(before, "a")["a"][0]
-    assert {r["base_docker"] for r in after if r["model"] == "a"} == {base.ref}
+    # The base each session actually used, as the engine names it (no registry digest: its id).
+    assert {(r["base_docker"], r["docker_sha"]) for r in before if r["model"] == "a"} == {(base.ref, base.image_id)}
+    assert {(r["base_docker"], r["docker_sha"]) for r in after if r["model"] == "a"} == {(base.ref, changed.id)}
+    assert changed.id != base.image_id
+
+
+def zoo_on_a_registry_base(
+    zoo: Zoo,
+    registry: LocalRegistry,
+    docker_client: docker.DockerClient,
+    monkeypatch: pytest.MonkeyPatch,
+    base: UniqueBase,
+) -> tuple[str, dict[str, str]]:
+    """One model on docker/alpha, FROM this test's base pushed to the local registry: (its name there, auth)."""
+    monkeypatch.setenv("MAD_DOCKERHUB_USER", registry.user)
+    monkeypatch.setenv("MAD_DOCKERHUB_PASSWORD", registry.password)
+    auth = {"username": registry.user, "password": registry.password}
+    remote = f"{registry.host}/bases/m:{base.marker}"
+    docker_client.images.get(base.ref).tag(remote)
+    docker_client.images.push(remote, auth_config=auth)
+    zoo.dockerfile("alpha", body=f"FROM {remote}\nRUN echo alpha > /which\n")
+    zoo.script("m/run.sh", '#!/bin/bash\necho "performance: 1 $(cat /which)"\n')
+    zoo.models([zoo.model("a", script="scripts/m/run.sh", dockerfile="docker/alpha")])
+    (zoo.root / "credential.json").write_text(json.dumps({registry.host: auth}))
+    return remote, auth
 
 
 def test_pull_refreshes_the_base_from_its_registry(
@@ -162,16 +186,7 @@ def test_pull_refreshes_the_base_from_its_registry(
     monkeypatch: pytest.MonkeyPatch,
     base: UniqueBase,
 ) -> None:
-    monkeypatch.setenv("MAD_DOCKERHUB_USER", registry.user)
-    monkeypatch.setenv("MAD_DOCKERHUB_PASSWORD", registry.password)
-    auth = {"username": registry.user, "password": registry.password}
-    remote = f"{registry.host}/bases/m:{base.marker}"
-    docker_client.images.get(base.ref).tag(remote)
-    docker_client.images.push(remote, auth_config=auth)
-    zoo.dockerfile("alpha", body=f"FROM {remote}\nRUN echo alpha > /which\n")
-    zoo.script("m/run.sh", '#!/bin/bash\necho "performance: 1 $(cat /which)"\n')
-    zoo.models([zoo.model("a", script="scripts/m/run.sh", dockerfile="docker/alpha")])
-    (pytester.path / "credential.json").write_text(json.dumps({registry.host: auth}))
+    remote, auth = zoo_on_a_registry_base(zoo, registry, docker_client, monkeypatch, base)
     args = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "-p", "no:cacheprovider")
     pytester.runpytest_subprocess(*args, "--madengine-perf-csv", "1.csv", timeout=300).assert_outcomes(passed=1)
     # The registry gets a new image under the same name; this host keeps the old one.
@@ -192,3 +207,24 @@ def test_pull_refreshes_the_base_from_its_registry(
     assert second["docker_image"] == first["docker_image"] and second["build_duration"] == "0"  # no pull: reused
     assert third["docker_image"] != first["docker_image"]  # pulled a changed base: rebuilt
     assert docker_client.images.get(remote).id == newer.id
+
+
+def test_pull_with_an_unchanged_base_rebuilds_nothing(
+    pytester: pytest.Pytester,
+    zoo: Zoo,
+    registry: LocalRegistry,
+    docker_client: docker.DockerClient,
+    monkeypatch: pytest.MonkeyPatch,
+    base: UniqueBase,
+) -> None:
+    remote, _ = zoo_on_a_registry_base(zoo, registry, docker_client, monkeypatch, base)
+    args = ("--madengine-arch", "gfx942", "--madengine-gpus", "none", "-p", "no:cacheprovider", "--madengine-pull")
+    with base.watch() as engine:
+        pytester.runpytest_subprocess(*args, "--madengine-perf-csv", "1.csv", timeout=300).assert_outcomes(passed=1)
+        first = engine.builds()
+        assert sum(first.values()) == 1
+        pytester.runpytest_subprocess(*args, "--madengine-perf-csv", "2.csv", timeout=300).assert_outcomes(passed=1)
+        assert engine.builds() == first  # the pull found nothing new: no build
+    (one,), (two,) = (read_perf(pytester.path / f"{n}.csv") for n in (1, 2))
+    assert (two["docker_image"], two["build_duration"]) == (one["docker_image"], "0")
+    assert two["base_docker"] == remote
