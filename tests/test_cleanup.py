@@ -201,6 +201,22 @@ def test_default_limit_from_ini(pytester: pytest.Pytester, slow_zoo: Zoo) -> Non
     result.stdout.fnmatch_lines(["*timed out after 1 s (limit from default)*"])
 
 
+def test_timeout_minus_one_means_the_default(pytester: pytest.Pytester, slow_zoo: Zoo) -> None:
+    """madengine's `--timeout -1`: a model without its own timeout gets the default (7200 s, else the
+    ini's limit); one with its own keeps it."""
+    slow_zoo.models([slow_zoo.model("slow"), slow_zoo.model("quick", timeout=33)])
+    items, _ = pytester.inline_genitems(*BASE, "--madengine-timeout", "-1")
+    marks = {item.name: item.get_closest_marker("timeout") for item in items}
+    assert {name: mark.args if mark else None for name, mark in marks.items()} == {
+        "slow[gfx942]": (7200,),
+        "quick[gfx942]": (33,),
+    }
+    pytester.makeini("[pytest]\nmadengine_timeout = 1\n")
+    result = run(pytester, "--madengine-timeout", "-1", "-k", "slow")
+    result.assert_outcomes(failed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*model slow on gfx942 failed: timed out after 1 s (limit from default)*"])
+
+
 def test_ini_timeout_zero_means_no_limit(pytester: pytest.Pytester, zoo: Zoo) -> None:
     """`madengine_timeout = 0`: no limit at all (not 0 s, nor the 7200 s default): the item carries
     no timeout mark, and a model longer than a small limit runs to its end."""
