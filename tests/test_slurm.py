@@ -126,15 +126,75 @@ def test_a_runner_removes_containers_of_jobs_slurm_no_longer_lists(
     stale = docker_client.containers.run(
         "pytest-madengine/busybox:latest", ["sleep", "300"], detach=True, labels=labels
     )
+    MARKS.mkdir(mode=0o1777, exist_ok=True)
+    (MARKS / "987654321.0.1").touch()  # what a runner killed with SIGKILL leaves beside its container
     try:
         result = pytester.runpytest_subprocess(*SLURM, timeout=300)
         result.assert_outcomes(passed=1)
         wait_until(
             lambda: not docker_client.api.containers(all=True, filters={"id": stale.id}), 60, "the stale one gone"
         )
+        assert not list(MARKS.glob("987654321.*"))
     finally:
         with contextlib.suppress(docker.errors.NotFound):
             stale.remove(force=True)
+        for mark in MARKS.glob("987654321.*"):
+            mark.unlink()
+
+
+MARKS = Path("/tmp/pmad-jobs")  # the runners' markers on a node (here every node is this host)
+
+
+def runner_of(job: str) -> int | None:
+    """The pid of job `job`'s runner: the `/bin/bash -s` that slurmstepd started (its own subshells
+    share its command line and environment, but not its parent)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().split(b"\0")
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            parent_name = Path(f"/proc/{parent}/comm").read_text().strip()
+        except (OSError, IndexError):
+            continue
+        ours = command[:2] == [b"/bin/bash", b"-s"] and f"SLURM_JOB_ID={job}".encode() in environ
+        if ours and parent_name == "slurmstepd":
+            return int(proc.name)
+    return None
+
+
+def test_a_runner_killed_with_sigkill_leaves_a_container_the_next_runner_removes(
+    pytester: pytest.Pytester, zoo: Zoo, cluster: dict[str, str], docker_client: docker.DockerClient
+) -> None:
+    """A runner killed with SIGKILL cannot remove its container, which outlives the job; its marker
+    stays on the node, and the next runner there, finding SLURM no longer lists that job, removes it."""
+    zoo.script("slow/run.sh", STAMP.format(sleep=300))
+    zoo.script("quick/run.sh", STAMP.format(sleep=0))
+    zoo.models([zoo.model("slow", n_gpus=1), zoo.model("quick", n_gpus=1)])
+    session = start_session(pytester.path, *SLURM, "-k", "slow")
+    run_id, job = "", ""
+    try:
+        run_id = run_id_of(pytester.path)
+        current = run_id
+        wait_until(lambda: labelled_containers(docker_client, current), 120, "the slow model's container")
+        (job,) = queued(run_id)
+        runner = runner_of(job)
+        assert runner is not None
+        os.kill(runner, signal.SIGKILL)
+        session.communicate(timeout=120)
+        wait_until(lambda: queued(current) == [], 60, "the job gone from SLURM's queue")
+        left = labelled_containers(docker_client, run_id)
+        assert len(left) == 1 and list(MARKS.glob(f"{job}.*"))  # outlived the job, and its marker says so
+        result = pytester.runpytest_subprocess(*SLURM, "-k", "quick", timeout=300)
+        result.assert_outcomes(passed=1)
+        wait_until(lambda: labelled_containers(docker_client, current) == [], 60, "the killed job's container gone")
+        assert not list(MARKS.glob(f"{job}.*"))
+    finally:
+        kill_session(session)
+        if run_id:
+            subprocess.run(["scancel", "-n", f"pmad-{run_id}"], capture_output=True, check=False)
+            remove_run(docker_client, run_id)
+        for mark in MARKS.glob(f"{job}.*") if job else ():
+            mark.unlink()
 
 
 def test_a_container_the_node_cannot_create_fails_the_model_with_the_nodes_word(

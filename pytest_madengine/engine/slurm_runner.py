@@ -143,19 +143,32 @@ set -u
 job=${{SLURM_JOB_ID:-0}}
 node=${{SLURMD_NODENAME:-$(hostname -s)}}
 gpus=${{SLURM_STEP_GPUS:-${{SLURM_JOB_GPUS:-}}}}
-count=$(echo "$gpus" | awk -F, '{{print ($0 == "" ? 0 : NF)}}')
+IFS=, read -ra ids <<<"$gpus"; count=${{#ids[@]}}
 echo "{FRAME}placed node=$node job=$job gpus=$gpus==="
-# Containers of jobs SLURM no longer lists (a job killed with SIGKILL could not remove its own), in the
-# background: housekeeping that the model need not wait for. Only on SLURM's own word: a squeue that
-# fails (a busy controller) lists nothing, and must not make every running job's container stale. The
-# containers are listed before the jobs: a job that starts in between is then in the jobs' list.
-if command -v squeue >/dev/null 2>&1; then (
-  found=$(docker ps -a --filter label={SLURM_JOB_LABEL} --format '{{{{.ID}}}} {{{{.Label "{SLURM_JOB_LABEL}"}}}}' 2>/dev/null)
-  [ -n "$found" ] || exit 0
+# Each runner leaves a marker on its node while its container may exist; only a runner killed with
+# SIGKILL (which cannot remove its container) leaves it behind. A later runner that finds markers of
+# jobs SLURM no longer lists removes those jobs' containers, in the background: housekeeping that the
+# model need not wait for, and no docker call at all while no other job's marker is there. Only on
+# SLURM's own word: a squeue that fails (a busy controller) lists nothing, and must not make every
+# running job's container stale. Markers are read before the jobs: a job that starts in between has
+# no marker yet.
+marks=/tmp/pmad-jobs
+declare -A others=()
+for m in "$marks"/*.*; do
+  [ -e "$m" ] || continue
+  m=${{m##*/}}; m=${{m%%.*}}
+  [ "$m" = "$job" ] || others[$m]=1
+done
+if [ ${{#others[@]}} -gt 0 ] && command -v squeue >/dev/null 2>&1; then (
   listed=$(squeue -h -o %i 2>/dev/null) || exit 0
-  while read -r stale owner; do
-    [ -n "$owner" ] && ! grep -qx "$owner" <<<"$listed" && docker rm -f "$stale" >/dev/null 2>&1
-  done <<<"$found" ) >/dev/null 2>&1 &
+  declare -A running=()
+  while read -r id; do [ -n "$id" ] && running[$id]=1; done <<<"$listed"
+  for other in "${{!others[@]}}"; do
+    [ -n "${{running[$other]:-}}" ] && continue
+    stale=$(docker ps -aq --filter "label={SLURM_JOB_LABEL}=$other" 2>/dev/null)
+    [ -n "$stale" ] && docker rm -f $stale
+    rm -f "$marks/$other".*
+  done ) >/dev/null 2>&1 &
 fi
 {rendezvous}
 {_RENDER_OF}
@@ -164,7 +177,8 @@ if [ -n "$gpus" ]; then {gpu_flags}; fi
 # The workspace is unpacked on the node and bind-mounted: no copy into the container and none out of it
 # (the result files are read here).
 ws=$(mktemp -d /tmp/pmad-ws.XXXXXX) || {{ echo "{FRAME}error no temporary directory on node $node==="; exit 3; }}
-clean() {{ rm -rf "$ws" 2>/dev/null || {{ docker run --rm --pull never -v "$ws:/w" --entrypoint rm {image} -rf /w/myworkspace; rm -rf "$ws"; }} >/dev/null 2>&1; }}
+mark="$marks/$job.$rank.$$"
+clean() {{ rm -rf "$ws" "$mark" 2>/dev/null || {{ docker run --rm --pull never -v "$ws:/w" --entrypoint rm {image} -rf /w/myworkspace; rm -rf "$ws"; }} >/dev/null 2>&1; }}
 name="pmad-$job-$rank-$$"
 attached=
 # scancel's TERM can come while docker run is still creating the container: the CLI goes first, so no
@@ -183,6 +197,7 @@ base64 -d <<'PMAD_ARCHIVE' | tar -x -C "$ws" || {{ echo "{FRAME}error cannot unp
 PMAD_ARCHIVE
 mkdir -p "$ws/myworkspace/run_directory" "$ws/myworkspace/scripts" && chmod -R a+rwX "$ws/myworkspace"
 {ensure}
+{{ [ -d "$marks" ] || mkdir -p -m 1777 "$marks"; : >"$mark"; }} 2>/dev/null
 echo "{FRAME}started==="
 # Attached in the background: the output streams as it comes, the exit code is the model's, and bash's
 # `wait` gives way to scancel's TERM (the trap then removes the container).
