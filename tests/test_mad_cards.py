@@ -48,6 +48,9 @@ want() {
 IPC_IS_HOST = '$([ "$(readlink /proc/self/ns/ipc)" = {host} ] && echo host || echo private)'
 NET_IS_HOST = '$([ "$(readlink /proc/self/ns/net)" = {host} ] && echo host || echo private)'
 CAP = "$(( 0x$(grep CapEff /proc/self/status | cut -f2) >> {bit} & 1 ))"
+SHM_KB = "$(df -k /dev/shm | tail -1 | awk '{print $2}')"
+SECCOMP = "$(grep ^Seccomp: /proc/self/status | cut -f2)"  # 0: unconfined, 2: a filter
+CARD_DEVICE = "$(test -c /dev/card_null && echo yes)"
 
 
 def checking(body: str, wants: dict[str, tuple[str, str]], performance: str = "1 checks") -> str:
@@ -101,25 +104,25 @@ def test_a_card_gets_madengines_defaults_and_its_own_run_options(
         "passed": ("$NCCL_DEBUG $MASTER_PORT", "INFO 29511"),
         "cpus": ("$(grep Cpus_allowed_list /proc/self/status | cut -f2)", "0"),
         "video": ("$(id -G | tr ' ' '\\n' | grep -x 44)", "44"),  # the image's video group
-        "seccomp": ("$(grep ^Seccomp: /proc/self/status | cut -f2)", "0"),  # unconfined
+        "seccomp": (SECCOMP, "0"),  # unconfined
         "fuse": ("$(test -c /dev/fuse && echo yes)", "yes" if Path("/dev/fuse").exists() else ""),
     }
     card_wants = {
         **common,
         "ipc": (ipc, "private"),  # the card sizes its own /dev/shm
-        "shm": ("$(df -k /dev/shm | tail -1 | awk '{print $2}')", str(1024 * 1024)),
+        "shm": (SHM_KB, str(1024 * 1024)),
         "nofile": ("$(ulimit -n)", "4096"),
         "env": ("$CARD_ENV", "from-card"),
         "runner": ("$MAD_MULTI_NODE_RUNNER", "torchrun --standalone --nproc_per_node=2"),
         "mount": ("$(grep ' /card_data ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)", "ro"),
         "data": ("$(cat /card_data/f.txt)", "card-data"),
-        "device": ("$(test -c /dev/card_null && echo yes)", "yes"),
+        "device": (CARD_DEVICE, "yes"),
     }
     plain_wants = {
         **common,
         "ipc": (ipc, "host"),
         "runner": ("$MAD_MULTI_NODE_RUNNER", "torchrun --standalone --nproc_per_node=1"),
-        "device": ("$(test -c /dev/card_null && echo yes)", ""),
+        "device": (CARD_DEVICE, ""),
     }
     zoo.script("card/run.sh", checking(PROBE, card_wants))
     zoo.script("plain/run.sh", checking(PROBE, plain_wants))
@@ -173,8 +176,8 @@ def test_strict_isolation_gives_dockers_defaults_and_a_big_shm(pytester: pytest.
         "ipc": (IPC_IS_HOST.format(host=host_namespace("ipc")), "private"),
         "net": (NET_IS_HOST.format(host=host_namespace("net")), "private"),
         "admin": (CAP.format(bit=SYS_ADMIN), "0"),
-        "seccomp": ("$(grep ^Seccomp: /proc/self/status | cut -f2)", "2"),  # Docker's default filter
-        "shm": ("$(df -k /dev/shm | tail -1 | awk '{print $2}')", str(8 * 1024 * 1024)),
+        "seccomp": (SECCOMP, "2"),  # Docker's default filter
+        "shm": (SHM_KB, str(8 * 1024 * 1024)),
     }
     zoo.script("m/run.sh", checking(PROBE, strict))
     zoo.models([zoo.model("m", n_gpus=1)])
